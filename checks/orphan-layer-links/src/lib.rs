@@ -1,0 +1,115 @@
+//! `orphan-layer-links`: layer links whose blob data is gone.
+
+use regfsck_core::scan::read_link;
+use regfsck_core::{
+    Applicability, Check, CheckContext, CheckOutput, Digest, Finding, FixAction, FixPlan, Recheck,
+    Storage, StorageError, layout,
+};
+
+pub const ID: &str = "orphan-layer-links";
+
+pub struct OrphanLayerLinks;
+
+regfsck_core::declare_check! {
+    check: OrphanLayerLinks,
+    id: "orphan-layer-links",
+    summary: "layer links whose blob data is gone (pulls fail with unexpected EOF)",
+    explanation: include_str!("../EXPLAIN.md"),
+    help: "remove the link (level `fix` does it), then restart the registry or flush its blob-descriptor cache",
+    max_level: Fix,
+    needs: [LAYERS],
+}
+
+impl Check for OrphanLayerLinks {
+    fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
+        let mut out = CheckOutput::default();
+        let mut checked = 0u64;
+        for repo in &cx.inventory.repositories {
+            checked += repo.layers.len() as u64;
+            for d in repo
+                .layers
+                .iter()
+                .filter(|d| !cx.inventory.has_blob_data(d))
+            {
+                // Only candidates cost a read: the link's content proves it is a link, and is
+                // what an undo needs.
+                let link = layout::layer_link(&repo.name, d);
+                match read_link(cx.storage, &link) {
+                    Ok(None) => continue,
+                    Ok(Some(Ok(target))) if target == *d => {
+                        out.findings.push(finding(cx, &repo.name, d, None));
+                    }
+                    Ok(Some(Ok(other))) => {
+                        out.findings.push(finding(
+                            cx,
+                            &repo.name,
+                            d,
+                            Some(format!("link names {other}")),
+                        ));
+                    }
+                    Ok(Some(Err(why))) => {
+                        out.findings.push(finding(cx, &repo.name, d, Some(why)));
+                    }
+                    Err(e) => out.problems.push(cx.problem(e.path(), e.reason())),
+                }
+            }
+        }
+        let orphaned = out.findings.len() as u64;
+        out.counters = vec![("links_checked", checked), ("orphaned", orphaned)];
+        out
+    }
+
+    fn recheck(&self, storage: &dyn Storage, finding: &Finding) -> Result<Recheck, StorageError> {
+        let Some(d) = finding.digest else {
+            return Ok(Recheck::GONE);
+        };
+        let blob = storage.stat(&layout::blob_data(&d))?;
+        let link_path = layout::layer_link(&finding.repository, &d);
+        let link = storage.stat(&link_path)?;
+        let content = read_link(storage, &link_path)?;
+        let holds = blob.is_none() && matches!(content, Some(Ok(t)) if t == d);
+        let dir = storage.stat(&layout::layer_link_dir(&finding.repository, &d))?;
+        let last_change = [link, dir]
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.modified)
+            .max();
+        Ok(Recheck { holds, last_change })
+    }
+}
+
+/// `anomaly` is set when the link does not name its own directory's digest: reported, never
+/// removed, because it is not proven to be this blob's link.
+fn finding(cx: &CheckContext<'_>, repo: &str, d: &Digest, anomaly: Option<String>) -> Finding {
+    let dir = layout::layer_link_dir(repo, d);
+    let blob_dir_present = cx.inventory.blob(d).is_some();
+    let message = match &anomaly {
+        None => "layer link without blob data".to_string(),
+        Some(why) => format!("layer link without blob data; {why}, so it is not removed"),
+    };
+    let f = Finding::new(ID, cx.registry, repo, dir, message)
+        .digest(*d)
+        .detail(
+            "blob_dir",
+            if blob_dir_present {
+                "present"
+            } else {
+                "missing"
+            },
+        )
+        .evidence(
+            layout::layer_link(repo, d),
+            true,
+            "the link the registry trusts",
+        )
+        .evidence(layout::blob_data(d), false, "blob data is gone");
+    match anomaly {
+        Some(why) => f.detail("link_anomaly", why),
+        None => f.fix(FixPlan {
+            action: FixAction::RemoveDir {
+                path: layout::layer_link_dir(repo, d),
+            },
+            applicability: Applicability::Safe,
+        }),
+    }
+}

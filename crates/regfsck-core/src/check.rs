@@ -1,0 +1,207 @@
+//! The plugin interface: a [`Check`] reads one registry's inventory and returns findings.
+
+use std::fmt;
+
+use crate::{Finding, Inventory, ManifestCache, Problem, Storage, StorageError};
+
+/// How far the policy lets a check go on a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Off,
+    Warn,
+    Fix,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Off, Level::Warn, Level::Fix];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Off => "off",
+            Level::Warn => "warn",
+            Level::Fix => "fix",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which parts of the storage a check reads, so one scan lists only what enabled checks need.
+/// The blob store is always listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs(u8);
+
+impl Needs {
+    pub const NONE: Needs = Needs(0);
+    /// `_layers/sha256/*` of every repository.
+    pub const LAYERS: Needs = Needs(1);
+    /// `_manifests/revisions/sha256/*` of every repository.
+    pub const REVISIONS: Needs = Needs(2);
+    /// `_manifests/tags/*/current/link` and `index/` of every repository.
+    pub const TAGS: Needs = Needs(4);
+    /// `_uploads/*` of every repository.
+    pub const UPLOADS: Needs = Needs(8);
+
+    pub const fn with(self, other: Needs) -> Needs {
+        Needs(self.0 | other.0)
+    }
+
+    pub const fn contains(self, other: Needs) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// The static description of a check: its public id and what `explain` prints.
+#[derive(Debug)]
+pub struct CheckInfo {
+    /// Kebab-case, public API, never reused.
+    pub id: &'static str,
+    /// One line for `regfsck checks`.
+    pub summary: &'static str,
+    /// Markdown with the headings *What it checks*, *Why it matters*, *Example*,
+    /// *Remediation*, *Policy options*.
+    pub explanation: &'static str,
+    /// What the operator should do about a finding (the help line of a diagnostic).
+    pub help: &'static str,
+    /// The strongest level the check supports; asking more is a policy error.
+    pub max_level: Level,
+    pub needs: Needs,
+}
+
+/// What a check found on one registry.
+#[derive(Debug, Default)]
+pub struct CheckOutput {
+    pub findings: Vec<Finding>,
+    /// Named counts for the summary (`links_checked`, `indexes_inspected`, …).
+    pub counters: Vec<(&'static str, u64)>,
+    /// Things the check could not read or parse; they make the scan incomplete.
+    pub problems: Vec<Problem>,
+}
+
+/// Everything a check may look at while it runs on one registry.
+pub struct CheckContext<'a> {
+    pub registry: &'a str,
+    pub storage: &'a dyn Storage,
+    pub inventory: &'a Inventory,
+    pub manifests: &'a ManifestCache<'a>,
+}
+
+impl CheckContext<'_> {
+    /// A problem on this registry.
+    pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            registry: self.registry.to_string(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub trait Check: Send + Sync + 'static {
+    /// Detects: reads the inventory (and blob contents through the context) and returns
+    /// findings as data. Never prints, never deletes.
+    fn run(&self, cx: &CheckContext<'_>) -> CheckOutput;
+
+    /// Asked right before a finding's fix is applied: does the finding still hold, and when
+    /// did the files it is about last change?
+    ///
+    /// The default says it no longer holds, so a check that offers fixes must implement it.
+    fn recheck(&self, storage: &dyn Storage, finding: &Finding) -> Result<Recheck, StorageError> {
+        let _ = (storage, finding);
+        Ok(Recheck::GONE)
+    }
+}
+
+/// The answer of [`Check::recheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recheck {
+    pub holds: bool,
+    /// The newest modification time among the files the finding is about.
+    pub last_change: Option<std::time::SystemTime>,
+}
+
+impl Recheck {
+    pub const GONE: Recheck = Recheck {
+        holds: false,
+        last_change: None,
+    };
+}
+
+/// A registered check; created by [`declare_check!`](crate::declare_check), never by hand.
+pub struct Registration {
+    pub info: CheckInfo,
+    pub check: &'static dyn Check,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.info.id)
+            .finish_non_exhaustive()
+    }
+}
+
+inventory::collect!(Registration);
+
+/// Every check linked into this binary, sorted by id.
+pub fn registered() -> Vec<&'static Registration> {
+    let mut all: Vec<_> = inventory::iter::<Registration>.into_iter().collect();
+    all.sort_by_key(|r| r.info.id);
+    all
+}
+
+/// The check with this id, if it is linked in.
+pub fn find(id: &str) -> Option<&'static Registration> {
+    inventory::iter::<Registration>
+        .into_iter()
+        .find(|r| r.info.id == id)
+}
+
+/// Declares a check and registers it with the framework. The one way to add a check:
+///
+/// ```ignore
+/// regfsck_core::declare_check! {
+///     check: MyCheck,
+///     id: "my-check",
+///     summary: "what it finds, in one line",
+///     explanation: include_str!("../EXPLAIN.md"),
+///     help: "what the operator should do",
+///     max_level: Warn,
+///     needs: [LAYERS, REVISIONS],
+/// }
+/// ```
+#[macro_export]
+macro_rules! declare_check {
+    (
+        check: $check:expr,
+        id: $id:literal,
+        summary: $summary:expr,
+        explanation: $explanation:expr,
+        help: $help:expr,
+        max_level: $level:ident,
+        needs: [$($need:ident),* $(,)?] $(,)?
+    ) => {
+        $crate::inventory::submit! {
+            $crate::Registration {
+                info: $crate::CheckInfo {
+                    id: $id,
+                    summary: $summary,
+                    explanation: $explanation,
+                    help: $help,
+                    max_level: $crate::Level::$level,
+                    needs: $crate::Needs::NONE $(.with($crate::Needs::$need))*,
+                },
+                check: &$check,
+            }
+        }
+    };
+}

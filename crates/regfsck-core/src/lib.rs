@@ -1,0 +1,24 @@
+//! regfsck's framework: the storage trait, the one-pass inventory scan, the policy, the
+//! check registry and the remediation runner. Checks live in their own crates and register
+//! themselves with [`declare_check!`].
+
+pub mod check;
+pub mod diagnostics;
+pub mod digest;
+pub mod finding;
+pub mod layout;
+pub mod manifest;
+pub mod policy;
+pub mod runner;
+pub mod scan;
+pub mod storage;
+
+pub use check::{Check, CheckContext, CheckInfo, CheckOutput, Level, Needs, Recheck, Registration};
+pub use digest::Digest;
+pub use finding::{Applicability, Evidence, Finding, FixAction, FixPlan, Problem};
+pub use manifest::{Manifest, ManifestCache};
+pub use scan::Inventory;
+pub use storage::{FsStorage, Storage, StorageError};
+
+#[doc(hidden)]
+pub use inventory;

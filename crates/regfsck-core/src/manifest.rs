@@ -1,0 +1,202 @@
+//! Manifests, image indexes, and the per-run cache that reads each manifest blob once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::Deserialize;
+
+use crate::{Digest, Storage, layout};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Distribution refuses manifests above 4 MiB; anything larger in the blob store is not one
+/// it accepted, and reading it whole would let one file exhaust memory.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct Platform {
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub architecture: Option<String>,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    /// `os/architecture[/variant]`, with `?` for a missing part.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let part = |p: &Option<String>| p.clone().unwrap_or_else(|| "?".into());
+        write!(f, "{}/{}", part(&self.os), part(&self.architecture))?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: Option<String>,
+    /// As written in the manifest: it may name another algorithm than sha256.
+    pub digest: String,
+    #[serde(default)]
+    pub size: Option<i64>,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+impl Descriptor {
+    /// The digest when it is a well-formed sha256 digest.
+    pub fn sha256(&self) -> Option<Digest> {
+        Digest::parse(&self.digest)
+    }
+}
+
+/// The fields of a manifest or index that checks look at; everything else is ignored.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    #[serde(default)]
+    pub schema_version: Option<i64>,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    pub config: Option<Descriptor>,
+    #[serde(default)]
+    pub layers: Option<Vec<Descriptor>>,
+}
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// An OCI image index or Docker manifest list. OCI lets an index omit `mediaType`: then
+    /// its `manifests` array is what makes it an index.
+    pub fn is_index(&self) -> bool {
+        match self.media_type.as_deref() {
+            Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
+            Some(_) => false,
+            None => self.manifests.is_some(),
+        }
+    }
+
+    /// The child descriptors of an index (empty for anything else).
+    pub fn children(&self) -> &[Descriptor] {
+        match (&self.manifests, self.is_index()) {
+            (Some(m), true) => m,
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("blob data is missing")]
+    Missing,
+    #[error("cannot read: {0}")]
+    Unreadable(String),
+    #[error("not a manifest: {0}")]
+    Malformed(String),
+}
+
+type Slot = Arc<OnceLock<Result<Arc<Manifest>, ManifestError>>>;
+
+/// Reads and parses each manifest blob at most once per registry scan, shared by all checks.
+#[derive(Debug)]
+pub struct ManifestCache<'s> {
+    storage: &'s dyn Storage,
+    slots: Mutex<HashMap<Digest, Slot>>,
+}
+
+impl<'s> ManifestCache<'s> {
+    pub fn new(storage: &'s dyn Storage) -> Self {
+        Self {
+            storage,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The parsed manifest stored under `digest` in the blob store.
+    pub fn get(&self, digest: &Digest) -> Result<Arc<Manifest>, ManifestError> {
+        let slot = {
+            let mut slots = self
+                .slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(slots.entry(*digest).or_default())
+        };
+        slot.get_or_init(|| self.load(digest)).clone()
+    }
+
+    /// How many distinct manifest blobs were read.
+    pub fn reads(&self) -> usize {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    fn load(&self, digest: &Digest) -> Result<Arc<Manifest>, ManifestError> {
+        let bytes = self
+            .storage
+            .read(&layout::blob_data(digest), MAX_MANIFEST_BYTES)
+            .map_err(|e| ManifestError::Unreadable(e.to_string()))?
+            .ok_or(ManifestError::Missing)?;
+        Manifest::parse(&bytes)
+            .map(Arc::new)
+            .map_err(|e| ManifestError::Malformed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_indexes_of_every_spelling() {
+        let oci = r#"{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let docker = r#"{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
+        let bare = r#"{"schemaVersion":2,"manifests":[{"digest":"sha256:00","platform":{"os":"linux","architecture":"arm64","variant":"v8"}}]}"#;
+        let image = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:00"},"layers":[]}"#;
+        let odd = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","manifests":[{"digest":"x"}]}"#;
+        for (json, index) in [
+            (oci, true),
+            (docker, true),
+            (bare, true),
+            (image, false),
+            (odd, false),
+        ] {
+            let m = Manifest::parse(json.as_bytes()).expect("parses");
+            assert_eq!(m.is_index(), index, "{json}");
+        }
+        let m = Manifest::parse(bare.as_bytes()).expect("parses");
+        assert_eq!(m.children().len(), 1);
+        let p = m.children()[0].platform.clone().expect("platform");
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert!(
+            Manifest::parse(odd.as_bytes())
+                .expect("parses")
+                .children()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn rejects_non_manifests() {
+        for bad in [
+            "[1,2]",
+            "not json",
+            r#"{"manifests":[1]}"#,
+            r#"{"manifests":[{"nodigest":1}]}"#,
+        ] {
+            assert!(Manifest::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}

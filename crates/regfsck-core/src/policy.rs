@@ -1,0 +1,337 @@
+//! The policy file: which checks run on which registry, and how far each may go.
+//!
+//! The file is parsed with spans kept on every key and value, then validated in one pass
+//! that collects *every* problem, so the operator fixes the file once.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use miette::NamedSource;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostics::{PolicyError, PolicyProblem, PolicyReadError};
+use crate::{Level, Registration, check};
+
+/// The registry pattern that applies to every registry not named.
+pub const ANY: &str = "*";
+
+/// A validated policy file.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub path: PathBuf,
+    /// The data root: one subdirectory per registry.
+    pub root: Option<PathBuf>,
+    /// Where removals are logged (JSON Lines).
+    pub audit_log: Option<PathBuf>,
+    /// `[registries.<name>]` (and `"*"`): facts and limits per registry.
+    pub registries: BTreeMap<String, RegistrySettings>,
+    pub policies: BTreeMap<String, Policy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegistrySettings {
+    /// Findings whose files changed more recently than this are reported, never fixed.
+    pub grace: Option<Duration>,
+    /// A fix that would remove more links than this on one registry is refused.
+    pub max_removals: Option<u64>,
+    /// A fix that would remove more than this share (0–1) of a registry's links is refused.
+    pub max_removal_share: Option<f64>,
+}
+
+/// One named policy (`[policies.daily]`).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub description: Option<String>,
+    /// Registry name (or `"*"`) → check id → level.
+    pub registries: BTreeMap<String, BTreeMap<&'static str, Level>>,
+}
+
+impl Policy {
+    /// The level of `check` on `registry`: the registry's own entry, else `"*"`, else off.
+    pub fn level(&self, registry: &str, check: &str) -> Level {
+        [registry, ANY]
+            .iter()
+            .filter_map(|r| self.registries.get(*r))
+            .find_map(|levels| levels.get(check).copied())
+            .unwrap_or(Level::Off)
+    }
+
+    /// Registries the policy names explicitly (not `"*"`).
+    pub fn named_registries(&self) -> impl Iterator<Item = &str> {
+        self.registries
+            .keys()
+            .map(String::as_str)
+            .filter(|r| *r != ANY)
+    }
+}
+
+impl PolicyFile {
+    /// Reads and validates a policy file. `selected` is the policy the operator asked for:
+    /// naming one the file does not have is reported with the file's other problems.
+    pub fn load(path: &Path, selected: Option<&str>) -> miette::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyReadError {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self::parse(path, &text, selected)?)
+    }
+
+    pub fn parse(path: &Path, text: &str, selected: Option<&str>) -> Result<Self, PolicyError> {
+        let mut v = Validator {
+            src: NamedSource::new(path.display().to_string(), text.to_string()),
+            problems: Vec::new(),
+        };
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        for e in syntax {
+            v.problem(e.span(), e.message().trim().to_string(), "here", None);
+        }
+        let mut file = PolicyFile {
+            path: path.to_path_buf(),
+            root: None,
+            audit_log: None,
+            registries: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        };
+        for (key, value) in doc.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "root" => file.root = v.string(value).map(PathBuf::from),
+                "audit-log" => file.audit_log = v.string(value).map(PathBuf::from),
+                "registries" => {
+                    for (name, settings) in v.table(value) {
+                        let s = v.registry_settings(settings);
+                        file.registries.insert(name.get_ref().to_string(), s);
+                    }
+                }
+                "policies" => {
+                    for (name, body) in v.table(value) {
+                        let p = v.policy(name.get_ref(), body);
+                        file.policies.insert(name.get_ref().to_string(), p);
+                    }
+                }
+                other => {
+                    v.unknown_key(key, other, &["root", "audit-log", "registries", "policies"])
+                }
+            }
+        }
+        if let Some(name) = selected
+            && !file.policies.contains_key(name)
+        {
+            let names: Vec<&str> = file.policies.keys().map(String::as_str).collect();
+            let help = Some(suggest(name, &names, "policies"));
+            v.problem(
+                None,
+                format!("no policy named `{name}` in this file"),
+                "",
+                help,
+            );
+        }
+        if v.problems.is_empty() {
+            Ok(file)
+        } else {
+            Err(PolicyError {
+                file: path.display().to_string(),
+                problems: v.problems,
+            })
+        }
+    }
+}
+
+struct Validator {
+    src: NamedSource<String>,
+    problems: Vec<PolicyProblem>,
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
+
+impl Validator {
+    fn problem(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: String,
+        label: &str,
+        help: Option<String>,
+    ) {
+        self.problems.push(PolicyProblem {
+            message,
+            src: self.src.clone(),
+            span: span.map(Into::into),
+            label: label.to_string(),
+            help,
+        });
+    }
+
+    fn unknown_key(&mut self, key: &Key<'_>, name: &str, valid: &[&str]) {
+        self.problem(
+            Some(key.span()),
+            format!("unknown key `{name}`"),
+            "not a known key here",
+            Some(suggest(name, valid, "keys")),
+        );
+    }
+
+    fn expected(&mut self, value: &Value<'_>, what: &str) {
+        let found = value.get_ref().type_str();
+        self.problem(
+            Some(value.span()),
+            format!("expected {what}, found {found}"),
+            &format!("expected {what}"),
+            None,
+        );
+    }
+
+    fn string(&mut self, value: &Value<'_>) -> Option<String> {
+        match value.get_ref().as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.expected(value, "a string");
+                None
+            }
+        }
+    }
+
+    fn table<'a, 'i>(&mut self, value: &'a Value<'i>) -> Vec<(&'a Key<'i>, &'a Value<'i>)> {
+        match value.get_ref().as_table() {
+            Some(t) => t.iter().collect(),
+            None => {
+                self.expected(value, "a table");
+                Vec::new()
+            }
+        }
+    }
+
+    fn registry_settings(&mut self, body: &Value<'_>) -> RegistrySettings {
+        let mut s = RegistrySettings::default();
+        for (key, value) in self.table(body) {
+            match key.get_ref().as_ref() {
+                "grace" => s.grace = self.duration(value),
+                "max-removals" => match value.get_ref().as_integer().and_then(|i| integer(i)) {
+                    Some(n) if n >= 0 => s.max_removals = Some(n.unsigned_abs()),
+                    _ => self.expected(value, "a whole number of links, 0 or more"),
+                },
+                "max-removal-share" => match value
+                    .get_ref()
+                    .as_float()
+                    .and_then(|f| f.as_str().parse::<f64>().ok())
+                {
+                    Some(f) if (0.0..=1.0).contains(&f) => s.max_removal_share = Some(f),
+                    _ => self.expected(value, "a share between 0.0 and 1.0"),
+                },
+                other => {
+                    self.unknown_key(key, other, &["grace", "max-removals", "max-removal-share"])
+                }
+            }
+        }
+        s
+    }
+
+    fn duration(&mut self, value: &Value<'_>) -> Option<Duration> {
+        let text = self.string(value)?;
+        match humantime::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(
+                    Some(value.span()),
+                    format!("invalid duration `{text}`: {e}"),
+                    "not a duration",
+                    Some("write a duration such as \"0s\", \"90m\", \"1h\" or \"7days\"".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn policy(&mut self, name: &str, body: &Value<'_>) -> Policy {
+        let mut p = Policy {
+            name: name.to_string(),
+            description: None,
+            registries: BTreeMap::new(),
+        };
+        for (key, value) in self.table(body) {
+            match key.get_ref().as_ref() {
+                "description" => p.description = self.string(value),
+                "registries" => {
+                    for (registry, levels) in self.table(value) {
+                        let levels = self.levels(levels);
+                        p.registries.insert(registry.get_ref().to_string(), levels);
+                    }
+                }
+                other => self.unknown_key(key, other, &["description", "registries"]),
+            }
+        }
+        p
+    }
+
+    /// `check-id = "level"` pairs of one registry.
+    fn levels(&mut self, body: &Value<'_>) -> BTreeMap<&'static str, Level> {
+        let mut out = BTreeMap::new();
+        for (key, value) in self.table(body) {
+            let id = key.get_ref().as_ref();
+            let Some(reg) = check::find(id) else {
+                let ids: Vec<&str> = check::registered().iter().map(|r| r.info.id).collect();
+                self.problem(
+                    Some(key.span()),
+                    format!("unknown check `{id}`"),
+                    "no check has this id",
+                    Some(suggest(id, &ids, "checks")),
+                );
+                continue;
+            };
+            if let Some(level) = self.level(value, reg) {
+                out.insert(reg.info.id, level);
+            }
+        }
+        out
+    }
+
+    fn level(&mut self, value: &Value<'_>, reg: &Registration) -> Option<Level> {
+        let text = self.string(value)?;
+        let Some(level) = Level::parse(&text) else {
+            let names: Vec<&str> = Level::ALL.iter().map(|l| l.as_str()).collect();
+            self.problem(
+                Some(value.span()),
+                format!("unknown level `{text}`"),
+                "not a level",
+                Some(suggest(&text, &names, "levels")),
+            );
+            return None;
+        };
+        if level > reg.info.max_level {
+            let (id, max) = (reg.info.id, reg.info.max_level);
+            self.problem(
+                Some(value.span()),
+                format!("`{id}` cannot go as far as `{level}`"),
+                &format!("the strongest level of `{id}` is `{max}`"),
+                Some(format!("use `{max}` (see `regfsck explain {id}`)")),
+            );
+            return None;
+        }
+        Some(level)
+    }
+}
+
+fn integer(i: &toml::de::DeInteger<'_>) -> Option<i64> {
+    i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+}
+
+/// "did you mean …" plus the list of valid names.
+fn suggest(name: &str, valid: &[&str], what: &str) -> String {
+    let best = valid
+        .iter()
+        .map(|v| (strsim::jaro_winkler(name, v), *v))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let list = if valid.is_empty() {
+        "(none)".to_string()
+    } else {
+        valid.join(", ")
+    };
+    match best {
+        Some((_, v)) => format!("did you mean `{v}`? valid {what}: {list}"),
+        None => format!("valid {what}: {list}"),
+    }
+}

@@ -1,0 +1,403 @@
+//! Runs a policy over a data root: scan each registry once, run its enabled checks, then let
+//! the remediation runner act on what the policy allows.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::check::{self, Registration};
+use crate::finding::{Applicability, FixAction};
+use crate::policy::{ANY, Policy, PolicyFile, RegistrySettings};
+use crate::{
+    CheckContext, Finding, FsStorage, Level, ManifestCache, Needs, Problem, Storage, layout, scan,
+};
+
+/// Defaults of the guards a registry's `[registries.<name>]` settings may change.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_MAX_REMOVAL_SHARE: f64 = 0.5;
+pub const DEFAULT_MAX_REMOVALS: u64 = 10_000;
+/// Below this many removals the share guard does not apply (a small registry losing 3 of
+/// 4 links after a GC is plausible).
+pub const SHARE_GUARD_MIN: u64 = 10;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub root: PathBuf,
+    pub dry_run: bool,
+    pub run_id: String,
+}
+
+/// What was done about a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Fixed: the fix removed what was broken.
+    Removed,
+    /// `--dry-run`: the fix would have removed it.
+    WouldRemove,
+    /// Reported for a human (warn level, or the check has no fix).
+    Reported,
+    /// The fix was attempted and failed.
+    Failed,
+    /// The finding no longer held when re-checked, or is inside the grace period.
+    Skipped,
+    /// A guard refused every fix on this registry.
+    Refused,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Removed => "removed",
+            Action::WouldRemove => "would-remove",
+            Action::Reported => "reported",
+            Action::Failed => "failed",
+            Action::Skipped => "skipped",
+            Action::Refused => "refused",
+        }
+    }
+
+    /// Whether the finding still needs attention after this run.
+    pub fn needs_attention(self) -> bool {
+        !matches!(self, Action::Removed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub level: Level,
+    pub action: Action,
+    /// Why the action is what it is, when that is not obvious (a skip, a refusal, an error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSummary {
+    pub level: Level,
+    pub findings: usize,
+    pub counters: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrySummary {
+    #[serde(skip)]
+    pub name: String,
+    pub location: String,
+    pub checks: std::collections::BTreeMap<&'static str, CheckSummary>,
+    pub removed: usize,
+    /// Why fixes were refused on this registry, if they were.
+    pub fix_refused: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub policy: String,
+    pub root: PathBuf,
+    pub dry_run: bool,
+    /// Sorted by registry, check, repository, digest, path.
+    pub outcomes: Vec<Outcome>,
+    pub problems: Vec<Problem>,
+    /// Things worth saying that do not make the scan incomplete.
+    pub warnings: Vec<String>,
+    pub registries: Vec<RegistrySummary>,
+    pub duration: Duration,
+}
+
+impl RunReport {
+    pub fn count(&self, action: Action) -> usize {
+        self.outcomes.iter().filter(|o| o.action == action).count()
+    }
+
+    pub fn needs_attention(&self) -> bool {
+        self.outcomes.iter().any(|o| o.action.needs_attention())
+    }
+}
+
+/// A failure that stops the run before any registry is scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot list the data root {root}: {source}")]
+    Root {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The registries under the data root: subdirectories holding `docker/registry/v2`.
+pub fn discover_registries(root: &Path) -> Result<Vec<String>, RunError> {
+    let err = |source| RunError::Root {
+        root: root.to_path_buf(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.path().join(layout::V2).is_dir() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunReport, RunError> {
+    let started = std::time::Instant::now();
+    let names = discover_registries(&opts.root)?;
+    let mut report = RunReport {
+        run_id: opts.run_id.clone(),
+        policy: policy.name.clone(),
+        root: opts.root.clone(),
+        dry_run: opts.dry_run,
+        outcomes: Vec::new(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        registries: Vec::new(),
+        duration: Duration::ZERO,
+    };
+    for named in policy.named_registries() {
+        if !names.iter().any(|n| n == named) {
+            report.warnings.push(format!(
+                "policy `{}` names registry `{named}`, which is not under {}",
+                policy.name,
+                opts.root.display()
+            ));
+        }
+    }
+    for name in &names {
+        let settings = settings_for(file, name);
+        let storage = FsStorage::new(opts.root.join(name));
+        run_registry(name, &storage, policy, &settings, opts, &mut report);
+    }
+    report
+        .outcomes
+        .sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
+    report.problems.sort();
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// `[registries."*"]` overlaid by `[registries.<name>]`.
+fn settings_for(file: &PolicyFile, name: &str) -> RegistrySettings {
+    let any = file.registries.get(ANY).cloned().unwrap_or_default();
+    let own = file.registries.get(name).cloned().unwrap_or_default();
+    RegistrySettings {
+        grace: own.grace.or(any.grace),
+        max_removals: own.max_removals.or(any.max_removals),
+        max_removal_share: own.max_removal_share.or(any.max_removal_share),
+    }
+}
+
+/// Scans one registry and runs its checks and fixes.
+pub fn run_registry(
+    name: &str,
+    storage: &dyn Storage,
+    policy: &Policy,
+    settings: &RegistrySettings,
+    opts: &RunOptions,
+    report: &mut RunReport,
+) {
+    let enabled: Vec<(&'static Registration, Level)> = check::registered()
+        .into_iter()
+        .map(|r| (r, policy.level(name, r.info.id)))
+        .filter(|(_, level)| *level > Level::Off)
+        .collect();
+    let mut summary = RegistrySummary {
+        name: name.to_string(),
+        location: storage.location(),
+        checks: Default::default(),
+        removed: 0,
+        fix_refused: None,
+    };
+    if enabled.is_empty() {
+        report.registries.push(summary);
+        return;
+    }
+    let needs = enabled
+        .iter()
+        .fold(Needs::NONE, |n, (r, _)| n.with(r.info.needs));
+    let (inventory, problems) = scan::scan(name, storage, needs);
+    report.problems.extend(problems);
+    if !inventory.blob_store_present && !inventory.repositories.is_empty() {
+        let reason = format!(
+            "{}/{} is missing while repositories exist: is the blob store mounted?",
+            storage.location(),
+            layout::BLOBS
+        );
+        report.problems.push(Problem {
+            registry: name.to_string(),
+            path: layout::BLOBS.to_string(),
+            message: reason.clone(),
+        });
+        summary.fix_refused = Some(reason);
+    }
+
+    let manifests = ManifestCache::new(storage);
+    let cx = CheckContext {
+        registry: name,
+        storage,
+        inventory: &inventory,
+        manifests: &manifests,
+    };
+    let outputs: Vec<_> = enabled
+        .par_iter()
+        .map(|(reg, level)| (*reg, *level, reg.check.run(&cx)))
+        .collect();
+
+    let mut outcomes = Vec::new();
+    for (reg, level, output) in outputs {
+        summary.checks.insert(
+            reg.info.id,
+            CheckSummary {
+                level,
+                findings: output.findings.len(),
+                counters: output
+                    .counters
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).into()))
+                    .collect(),
+            },
+        );
+        report.problems.extend(output.problems);
+        outcomes.extend(output.findings.into_iter().map(|finding| Outcome {
+            finding,
+            level,
+            action: Action::Reported,
+            note: None,
+        }));
+    }
+
+    if summary.fix_refused.is_none() {
+        summary.fix_refused = guard(&inventory, &outcomes, settings);
+    }
+    remediate(storage, &mut outcomes, &summary.fix_refused, settings, opts);
+    summary.removed = outcomes
+        .iter()
+        .filter(|o| o.action == Action::Removed)
+        .count();
+    report.outcomes.extend(outcomes);
+    report.registries.push(summary);
+}
+
+fn fixable(o: &Outcome) -> bool {
+    o.level == Level::Fix
+        && o.finding
+            .fix
+            .as_ref()
+            .is_some_and(|f| f.applicability == Applicability::Safe)
+}
+
+/// Refuses every fix on a registry that would lose an implausible share of its links.
+fn guard(
+    inventory: &scan::Inventory,
+    outcomes: &[Outcome],
+    settings: &RegistrySettings,
+) -> Option<String> {
+    let planned = outcomes.iter().filter(|o| fixable(o)).count() as u64;
+    let total = inventory.layer_link_count() as u64;
+    let max = settings.max_removals.unwrap_or(DEFAULT_MAX_REMOVALS);
+    let share = settings
+        .max_removal_share
+        .unwrap_or(DEFAULT_MAX_REMOVAL_SHARE);
+    if planned > max {
+        return Some(format!(
+            "{planned} removals planned, more than max-removals = {max}; nothing was removed"
+        ));
+    }
+    if planned >= SHARE_GUARD_MIN && total > 0 && planned as f64 > share * total as f64 {
+        return Some(format!(
+            "{planned} of {total} links would be removed, more than max-removal-share = {share}; \
+             nothing was removed (is the blob store complete?)"
+        ));
+    }
+    None
+}
+
+fn remediate(
+    storage: &dyn Storage,
+    outcomes: &mut [Outcome],
+    refused: &Option<String>,
+    settings: &RegistrySettings,
+    opts: &RunOptions,
+) {
+    let grace = settings.grace.unwrap_or(DEFAULT_GRACE);
+    for o in outcomes.iter_mut().filter(|o| fixable(o)) {
+        if let Some(reason) = refused {
+            o.action = Action::Refused;
+            o.note = Some(reason.clone());
+            continue;
+        }
+        if opts.dry_run {
+            o.action = Action::WouldRemove;
+            continue;
+        }
+        let (action, note) = apply(storage, &o.finding, grace);
+        o.action = action;
+        o.note = note;
+    }
+}
+
+/// Re-verifies one finding and executes its fix.
+fn apply(storage: &dyn Storage, finding: &Finding, grace: Duration) -> (Action, Option<String>) {
+    let Some(reg) = check::find(finding.check) else {
+        return (Action::Failed, Some("check is not registered".into()));
+    };
+    let Some(plan) = &finding.fix else {
+        return (Action::Reported, None);
+    };
+    let recheck = match reg.check.recheck(storage, finding) {
+        Ok(r) => r,
+        Err(e) => return (Action::Failed, Some(format!("re-check failed: {e}"))),
+    };
+    if !recheck.holds {
+        return (Action::Skipped, Some("no longer holds on re-check".into()));
+    }
+    if let Some(changed) = recheck.last_change {
+        let age = SystemTime::now()
+            .duration_since(changed)
+            .unwrap_or_default();
+        if age < grace {
+            return (
+                Action::Skipped,
+                Some(format!(
+                    "changed {} ago, within the grace period of {}",
+                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                    humantime::format_duration(grace)
+                )),
+            );
+        }
+    }
+    match &plan.action {
+        FixAction::RemoveDir { path } => {
+            if layout::removable(path).is_none() {
+                return (
+                    Action::Failed,
+                    Some(format!(
+                        "refusing to remove {path}: not a layout path regfsck removes"
+                    )),
+                );
+            }
+            match storage.remove_dir_all(path) {
+                Ok(()) => (Action::Removed, None),
+                Err(e) => (Action::Failed, Some(e.to_string())),
+            }
+        }
+    }
+}
+
+/// A run id: UTC time to the second plus the process id, sortable and unique per host.
+pub fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let compact: String = now.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+    format!("{compact}-{}", std::process::id())
+}

@@ -1,0 +1,368 @@
+//! One pass over a registry's storage builds the [`Inventory`] that every check reads.
+//!
+//! The scan lists directories; it does not stat or read link files where a listing already
+//! answered (a `_layers/sha256/<hex>` directory name *is* the digest), so the per-link cost
+//! is one directory entry. Repositories are scanned in parallel.
+
+use rayon::prelude::*;
+
+use crate::storage::{BlobEntry, Entry, EntryKind};
+use crate::{Digest, Needs, Problem, Storage, StorageError, layout};
+
+/// What one registry holds, as far as the enabled checks need to know.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// False when `blobs/sha256` does not exist: then every link would look orphaned.
+    pub blob_store_present: bool,
+    /// Every blob directory, sorted by digest.
+    pub blobs: Vec<BlobEntry>,
+    /// Every repository, sorted by name.
+    pub repositories: Vec<Repository>,
+}
+
+impl Inventory {
+    /// The blob directory for `d`, if one exists.
+    pub fn blob(&self, d: &Digest) -> Option<&BlobEntry> {
+        self.blobs
+            .binary_search_by(|b| b.digest.cmp(d))
+            .ok()
+            .map(|i| &self.blobs[i])
+    }
+
+    /// Whether `blobs/sha256/<xx>/<d>/data` exists as a regular file.
+    pub fn has_blob_data(&self, d: &Digest) -> bool {
+        self.blob(d)
+            .and_then(|b| b.data)
+            .is_some_and(|m| m.kind == EntryKind::File)
+    }
+
+    pub fn repository(&self, name: &str) -> Option<&Repository> {
+        self.repositories
+            .binary_search_by(|r| r.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.repositories[i])
+    }
+
+    /// Layer links over all repositories.
+    pub fn layer_link_count(&self) -> usize {
+        self.repositories.iter().map(|r| r.layers.len()).sum()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Repository {
+    /// `team/app/api`
+    pub name: String,
+    /// Digests under `_layers/sha256/`, sorted (directory names; the link files are not read).
+    pub layers: Vec<Digest>,
+    /// Digests under `_manifests/revisions/sha256/`, sorted.
+    pub revisions: Vec<Digest>,
+    /// Tags, sorted by name (only when a check needs them).
+    pub tags: Vec<Tag>,
+    /// Upload directory names under `_uploads/` (only when a check needs them).
+    pub uploads: Vec<String>,
+}
+
+impl Repository {
+    pub fn has_layer(&self, d: &Digest) -> bool {
+        self.layers.binary_search(d).is_ok()
+    }
+
+    pub fn has_revision(&self, d: &Digest) -> bool {
+        self.revisions.binary_search(d).is_ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub name: String,
+    /// What `current/link` says, or why it could not be read.
+    pub current: Result<Digest, String>,
+    /// Digests under `index/sha256/` (the tag's history).
+    pub index: Vec<Digest>,
+}
+
+/// Scans one registry. Everything unreadable or out of place becomes a [`Problem`]; the scan
+/// always goes on.
+pub fn scan(registry: &str, storage: &dyn Storage, needs: Needs) -> (Inventory, Vec<Problem>) {
+    let problem = |e: StorageError| Problem {
+        registry: registry.to_string(),
+        path: e.path().to_string(),
+        message: e.reason(),
+    };
+    let (blobs, repos) = rayon::join(
+        || storage.list_blobs(),
+        || discover(storage, layout::REPOSITORIES),
+    );
+    let mut problems: Vec<Problem> = blobs.problems.into_iter().map(problem).collect();
+    let (found, discover_problems) = repos;
+    problems.extend(discover_problems.into_iter().map(problem));
+
+    let scanned: Vec<(Repository, Vec<StorageError>)> = found
+        .into_par_iter()
+        .map(|(name, has)| scan_repository(storage, name, has, needs))
+        .collect();
+    let mut repositories = Vec::with_capacity(scanned.len());
+    for (repo, errs) in scanned {
+        repositories.push(repo);
+        problems.extend(errs.into_iter().map(problem));
+    }
+    repositories.sort_by(|a, b| a.name.cmp(&b.name));
+    (
+        Inventory {
+            blob_store_present: blobs.store_present,
+            blobs: blobs.blobs,
+            repositories,
+        },
+        problems,
+    )
+}
+
+/// Which of `_layers`, `_manifests`, `_uploads` a repository directory has.
+#[derive(Debug, Clone, Copy, Default)]
+struct Present {
+    layers: bool,
+    manifests: bool,
+    uploads: bool,
+}
+
+type Discovered = (Vec<(String, Present)>, Vec<StorageError>);
+
+/// Finds repositories below `dir`: a directory with `_layers`, `_manifests` or `_uploads`.
+/// Repository names nest (`team/app` and `team/app/api` may both be repositories).
+fn discover(storage: &dyn Storage, dir: &str) -> Discovered {
+    let entries = match storage.list_dir(dir) {
+        Ok(Some(e)) => e,
+        Ok(None) => return (Vec::new(), Vec::new()),
+        Err(e) => return (Vec::new(), vec![e]),
+    };
+    let mut present = Present::default();
+    let mut subdirs = Vec::new();
+    let mut problems = Vec::new();
+    for entry in entries {
+        let path = format!("{dir}/{}", entry.name);
+        match (entry.name.as_str(), entry.kind) {
+            (_, _) if !entry.utf8 => problems.push(odd(&path, "name is not UTF-8 (skipped)")),
+            ("_layers", EntryKind::Dir) => present.layers = true,
+            ("_manifests", EntryKind::Dir) => present.manifests = true,
+            ("_uploads", EntryKind::Dir) => present.uploads = true,
+            (_, EntryKind::Dir) if !entry.name.starts_with('_') => subdirs.push(path),
+            (_, EntryKind::Symlink) => {
+                problems.push(odd(&path, "symlink in the repository tree (not followed)"))
+            }
+            _ => {}
+        }
+    }
+    let (mut repos, more): Discovered =
+        subdirs.par_iter().map(|sub| discover(storage, sub)).reduce(
+            || (Vec::new(), Vec::new()),
+            |mut a, b| {
+                a.0.extend(b.0);
+                a.1.extend(b.1);
+                a
+            },
+        );
+    problems.extend(more);
+    if (present.layers || present.manifests || present.uploads)
+        && let Some(name) = dir
+            .strip_prefix(layout::REPOSITORIES)
+            .and_then(|n| n.strip_prefix('/'))
+    {
+        repos.push((name.to_string(), present));
+    }
+    (repos, problems)
+}
+
+fn odd(path: &str, reason: &str) -> StorageError {
+    StorageError::Refused {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn scan_repository(
+    storage: &dyn Storage,
+    name: String,
+    has: Present,
+    needs: Needs,
+) -> (Repository, Vec<StorageError>) {
+    let mut problems = Vec::new();
+    let mut repo = Repository {
+        name,
+        ..Repository::default()
+    };
+    if has.layers && needs.contains(Needs::LAYERS) {
+        repo.layers = digest_dirs(storage, &layout::layers_dir(&repo.name), &mut problems);
+    }
+    if has.manifests && needs.contains(Needs::REVISIONS) {
+        repo.revisions = digest_dirs(storage, &layout::revisions_dir(&repo.name), &mut problems);
+    }
+    if has.manifests && needs.contains(Needs::TAGS) {
+        repo.tags = tags(storage, &repo.name, &mut problems);
+    }
+    if has.uploads && needs.contains(Needs::UPLOADS) {
+        let dir = layout::uploads_dir(&repo.name);
+        repo.uploads = list(storage, &dir, &mut problems)
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::Dir && e.utf8)
+            .map(|e| e.name)
+            .collect();
+        repo.uploads.sort();
+    }
+    (repo, problems)
+}
+
+fn list(storage: &dyn Storage, dir: &str, problems: &mut Vec<StorageError>) -> Vec<Entry> {
+    match storage.list_dir(dir) {
+        Ok(e) => e.unwrap_or_default(),
+        Err(e) => {
+            problems.push(e);
+            Vec::new()
+        }
+    }
+}
+
+/// The digests named by the subdirectories of `dir`; anything else there is a problem.
+fn digest_dirs(storage: &dyn Storage, dir: &str, problems: &mut Vec<StorageError>) -> Vec<Digest> {
+    let entries = list(storage, dir, problems);
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match Digest::from_hex(&entry.name) {
+            Some(d) if entry.kind == EntryKind::Dir && entry.utf8 => out.push(d),
+            Some(_) => problems.push(odd(
+                &format!("{dir}/{}", entry.name),
+                &format!("expected a directory, found a {:?} (ignored)", entry.kind).to_lowercase(),
+            )),
+            None => problems.push(odd(
+                &format!("{dir}/{}", entry.name),
+                "not a sha256 digest directory (ignored)",
+            )),
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Parses a link file's content: `sha256:<hex>`, optionally followed by a newline.
+pub fn parse_link(content: &[u8]) -> Result<Digest, String> {
+    let text = std::str::from_utf8(content).map_err(|_| "link is not UTF-8".to_string())?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    if text.is_empty() {
+        return Err("link file is empty".into());
+    }
+    Digest::parse(text).ok_or_else(|| {
+        let shown: String = text.chars().take(80).collect();
+        format!("link does not hold a sha256 digest: {shown:?}")
+    })
+}
+
+/// Reads a link file: `Ok(None)` when it does not exist.
+pub fn read_link(
+    storage: &dyn Storage,
+    path: &str,
+) -> Result<Option<Result<Digest, String>>, StorageError> {
+    Ok(storage.read(path, 1024)?.map(|c| parse_link(&c)))
+}
+
+fn tags(storage: &dyn Storage, repo: &str, problems: &mut Vec<StorageError>) -> Vec<Tag> {
+    let dir = layout::tags_dir(repo);
+    let mut tags: Vec<Tag> = list(storage, &dir, problems)
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Dir && e.utf8)
+        .map(|e| {
+            let link = format!("{dir}/{}/current/link", e.name);
+            let current = match read_link(storage, &link) {
+                Ok(Some(r)) => r,
+                Ok(None) => Err("current/link is missing".into()),
+                Err(err) => Err(err.to_string()),
+            };
+            let index = digest_dirs(storage, &format!("{dir}/{}/index/sha256", e.name), problems);
+            Tag {
+                name: e.name,
+                current,
+                index,
+            }
+        })
+        .collect();
+    tags.sort_by(|a, b| a.name.cmp(&b.name));
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FsStorage;
+
+    fn hex(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    fn touch(root: &std::path::Path, rel: &str, content: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+
+    #[test]
+    fn finds_nested_repositories_and_their_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        let v2 = layout::REPOSITORIES;
+        touch(
+            r,
+            &format!("{v2}/team/app/_layers/sha256/{}/link", hex(1)),
+            "",
+        );
+        touch(
+            r,
+            &format!("{v2}/team/app/api/_layers/sha256/{}/link", hex(2)),
+            "",
+        );
+        touch(
+            r,
+            &format!(
+                "{v2}/team/app/api/_manifests/revisions/sha256/{}/link",
+                hex(3)
+            ),
+            "",
+        );
+        touch(
+            r,
+            &format!("{v2}/team/app/api/_layers/sha256/garbage/link"),
+            "",
+        );
+        touch(r, &format!("{v2}/lonely/README"), "");
+        touch(r, &format!("{}/01/{}/data", layout::BLOBS, hex(1)), "x");
+        let (inv, problems) = scan(
+            "r",
+            &FsStorage::new(r),
+            Needs::LAYERS.with(Needs::REVISIONS),
+        );
+        let names: Vec<_> = inv.repositories.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["team/app", "team/app/api"]);
+        let api = inv.repository("team/app/api").expect("repo");
+        assert_eq!(api.layers, [Digest::from_hex(&hex(2)).expect("hex")]);
+        assert_eq!(api.revisions, [Digest::from_hex(&hex(3)).expect("hex")]);
+        assert!(inv.has_blob_data(&Digest::from_hex(&hex(1)).expect("hex")));
+        assert!(!inv.has_blob_data(&Digest::from_hex(&hex(2)).expect("hex")));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].path.ends_with("_layers/sha256/garbage"));
+    }
+
+    #[test]
+    fn parses_links_strictly() {
+        let d = hex(7);
+        assert_eq!(
+            parse_link(format!("sha256:{d}").as_bytes()).map(|d| d.hex()),
+            Ok(d.clone())
+        );
+        assert_eq!(
+            parse_link(format!("sha256:{d}\n").as_bytes()).map(|d| d.hex()),
+            Ok(d.clone())
+        );
+        assert!(parse_link(b"").is_err());
+        assert!(parse_link(b"\xff\xfe").is_err());
+        assert!(parse_link(d.as_bytes()).is_err());
+        assert!(parse_link(format!("sha256:{d} ").as_bytes()).is_err());
+    }
+}

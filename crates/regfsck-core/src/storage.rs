@@ -1,0 +1,432 @@
+//! Storage behind one trait: list a prefix, read, remove.
+//!
+//! Checks never touch `std::fs`: they read the [`Inventory`](crate::Inventory) that one scan
+//! built through this trait, and read blob contents through it. The trait is shaped so that an
+//! object store can answer every question by listing: [`Storage::list_blobs`] is one paged
+//! listing there, and a directory is a common prefix.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use rayon::prelude::*;
+
+use crate::{Digest, layout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: larger than the {limit}-byte limit for this read")]
+    TooLarge { path: String, limit: u64 },
+    #[error("{path}: {reason}")]
+    Refused { path: String, reason: String },
+}
+
+impl StorageError {
+    pub fn io(path: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// What went wrong, without the path.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Io { source, .. } => source.to_string(),
+            Self::TooLarge { limit, .. } => {
+                format!("larger than the {limit}-byte limit for this read")
+            }
+            Self::Refused { reason, .. } => reason.clone(),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Io { path, .. } | Self::TooLarge { path, .. } | Self::Refused { path, .. } => {
+                path
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// One child of a listed directory (or common prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The name; lossily decoded when `utf8` is false.
+    pub name: String,
+    pub kind: EntryKind,
+    /// False when the on-disk name is not UTF-8: Distribution never writes such names.
+    pub utf8: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+    pub kind: EntryKind,
+}
+
+/// A blob directory found under `blobs/sha256/<xx>/`, and its `data` file if present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub digest: Digest,
+    pub data: Option<FileMeta>,
+}
+
+/// What a blob listing found, including names that are not blob directories.
+#[derive(Debug, Default)]
+pub struct BlobListing {
+    /// False when `blobs/sha256` does not exist at all.
+    pub store_present: bool,
+    pub blobs: Vec<BlobEntry>,
+    /// Entries that do not belong in the blob store, or could not be read.
+    pub problems: Vec<StorageError>,
+}
+
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Where this storage lives, for messages (`/srv/registry/private`, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// The children of a directory; `None` when it does not exist.
+    fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError>;
+
+    /// Metadata of one path without following symlinks; `None` when it does not exist.
+    fn stat(&self, path: &str) -> Result<Option<FileMeta>, StorageError>;
+
+    /// The content of a file, at most `limit` bytes (`TooLarge` beyond); `None` when absent.
+    fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Removes a directory and everything below it, never following a symlink.
+    fn remove_dir_all(&self, path: &str) -> Result<(), StorageError>;
+
+    /// Creates a file that must not exist yet (creating parent directories), for undo.
+    fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError>;
+
+    /// Every blob directory and whether its `data` file exists.
+    ///
+    /// The default lists the 256 prefix directories and stats each blob's `data` once, in
+    /// parallel; an object store overrides it with one recursive listing.
+    fn list_blobs(&self) -> BlobListing {
+        let mut listing = BlobListing::default();
+        let prefixes = match self.list_dir(layout::BLOBS) {
+            Ok(Some(p)) => p,
+            Ok(None) => return listing,
+            Err(e) => {
+                listing.problems.push(e);
+                return listing;
+            }
+        };
+        listing.store_present = true;
+        let per_prefix: Vec<(Vec<BlobEntry>, Vec<StorageError>)> = prefixes
+            .par_iter()
+            .map(|prefix| self.list_blob_prefix(prefix))
+            .collect();
+        for (blobs, problems) in per_prefix {
+            listing.blobs.extend(blobs);
+            listing.problems.extend(problems);
+        }
+        listing.blobs.sort_unstable_by_key(|b| b.digest);
+        listing
+    }
+
+    #[doc(hidden)]
+    fn list_blob_prefix(&self, prefix: &Entry) -> (Vec<BlobEntry>, Vec<StorageError>) {
+        let mut problems = Vec::new();
+        let dir = format!("{}/{}", layout::BLOBS, prefix.name);
+        if prefix.kind != EntryKind::Dir || prefix.name.len() != 2 || !prefix.utf8 {
+            problems.push(unexpected(&dir, prefix.kind));
+            return (Vec::new(), problems);
+        }
+        let entries = match self.list_dir(&dir) {
+            Ok(e) => e.unwrap_or_default(),
+            Err(e) => return (Vec::new(), vec![e]),
+        };
+        let blobs = entries
+            .par_iter()
+            .filter_map(|entry| {
+                let path = format!("{dir}/{}", entry.name);
+                let digest = Digest::from_hex(&entry.name)
+                    .filter(|d| entry.utf8 && d.hex().starts_with(&prefix.name));
+                let Some(digest) = digest.filter(|_| entry.kind == EntryKind::Dir) else {
+                    return Some(Err(unexpected(&path, entry.kind)));
+                };
+                match self.stat(&format!("{path}/data")) {
+                    Ok(data) => Some(Ok(BlobEntry { digest, data })),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut out = Vec::with_capacity(blobs.len());
+        for b in blobs {
+            match b {
+                Ok(b) => out.push(b),
+                Err(e) => problems.push(e),
+            }
+        }
+        (out, problems)
+    }
+}
+
+fn unexpected(path: &str, kind: EntryKind) -> StorageError {
+    StorageError::Refused {
+        path: path.to_string(),
+        reason: format!("unexpected {kind:?} in the blob store (ignored)").to_lowercase(),
+    }
+}
+
+/// A registry whose `rootdirectory` is on a local (or network) file system.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+impl FsStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Joins a registry-relative path, refusing anything that could leave the root.
+    fn full(&self, path: &str) -> Result<PathBuf, StorageError> {
+        let rel = Path::new(path);
+        if path.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(StorageError::Refused {
+                path: path.to_string(),
+                reason: "not a plain relative path inside the registry".into(),
+            });
+        }
+        Ok(self.root.join(rel))
+    }
+
+    /// Refuses when any directory between the root and `path` is a symlink.
+    fn no_symlink_below_root(&self, path: &str) -> Result<(), StorageError> {
+        let mut cur = self.root.clone();
+        for part in path.split('/') {
+            cur.push(part);
+            let meta = std::fs::symlink_metadata(&cur).map_err(|e| StorageError::io(path, e))?;
+            if meta.file_type().is_symlink() {
+                return Err(StorageError::Refused {
+                    path: path.to_string(),
+                    reason: format!("{} is a symlink", cur.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_of(ft: std::fs::FileType) -> EntryKind {
+    if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    }
+}
+
+impl Storage for FsStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError> {
+        let full = self.full(path)?;
+        let iter = match std::fs::read_dir(&full) {
+            Ok(it) => it,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io(path, e)),
+        };
+        let mut out = Vec::new();
+        for entry in iter {
+            let entry = entry.map_err(|e| StorageError::io(path, e))?;
+            let kind = match entry.file_type() {
+                Ok(ft) => kind_of(ft),
+                // Vanished between readdir and the fallback lstat: it is simply gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io(path, e)),
+            };
+            let os = entry.file_name();
+            let (name, utf8) = match os.into_string() {
+                Ok(s) => (s, true),
+                Err(os) => (os.to_string_lossy().into_owned(), false),
+            };
+            out.push(Entry { name, kind, utf8 });
+        }
+        Ok(Some(out))
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<FileMeta>, StorageError> {
+        match std::fs::symlink_metadata(self.full(path)?) {
+            Ok(m) => Ok(Some(FileMeta {
+                size: m.len(),
+                modified: m.modified().ok(),
+                kind: kind_of(m.file_type()),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(path, e)),
+        }
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        use std::io::Read;
+        let full = self.full(path)?;
+        let meta = match std::fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io(path, e)),
+        };
+        if !meta.file_type().is_file() {
+            return Err(StorageError::Refused {
+                path: path.to_string(),
+                reason: format!("expected a file, found a {:?}", kind_of(meta.file_type()))
+                    .to_lowercase(),
+            });
+        }
+        let file = match std::fs::File::open(&full) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io(path, e)),
+        };
+        let mut buf = Vec::with_capacity(meta.len().min(limit) as usize);
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| StorageError::io(path, e))?;
+        if buf.len() as u64 > limit {
+            return Err(StorageError::TooLarge {
+                path: path.to_string(),
+                limit,
+            });
+        }
+        Ok(Some(buf))
+    }
+
+    fn remove_dir_all(&self, path: &str) -> Result<(), StorageError> {
+        let full = self.full(path)?;
+        self.no_symlink_below_root(path)?;
+        // std's remove_dir_all does not follow symlinks below `full` (CVE-2022-21658 fixed).
+        std::fs::remove_dir_all(&full).map_err(|e| StorageError::io(path, e))
+    }
+
+    fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError> {
+        use std::io::Write;
+        let full = self.full(path)?;
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StorageError::io(path, e))?;
+        }
+        self.no_symlink_below_root(path.rsplit_once('/').map_or(path, |(dir, _)| dir))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&full)
+            .map_err(|e| StorageError::io(path, e))?;
+        f.write_all(content)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| StorageError::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn write(root: &Path, rel: &str, content: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+
+    #[test]
+    fn lists_blobs_with_and_without_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = HEX.replace("01", "ff").replacen("0", "f", 1);
+        write(dir.path(), &format!("{}/01/{HEX}/data", layout::BLOBS), "x");
+        std::fs::create_dir_all(dir.path().join(format!("{}/ff/{other}", layout::BLOBS)))
+            .expect("mkdir");
+        write(dir.path(), &format!("{}/01/stray", layout::BLOBS), "");
+        let s = FsStorage::new(dir.path());
+        let listing = s.list_blobs();
+        assert!(listing.store_present);
+        assert_eq!(listing.blobs.len(), 2);
+        let with = listing
+            .blobs
+            .iter()
+            .find(|b| b.digest.hex() == HEX)
+            .expect("listed");
+        assert_eq!(with.data.map(|m| m.size), Some(1));
+        let without = listing
+            .blobs
+            .iter()
+            .find(|b| b.digest.hex() == other)
+            .expect("listed");
+        assert_eq!(without.data, None);
+        assert_eq!(listing.problems.len(), 1, "{:?}", listing.problems);
+        assert!(listing.problems[0].path().ends_with("/01/stray"));
+    }
+
+    #[test]
+    fn missing_store_is_not_an_empty_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listing = FsStorage::new(dir.path()).list_blobs();
+        assert!(!listing.store_present);
+    }
+
+    #[test]
+    fn read_is_bounded_and_refuses_escapes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "a/f", "0123456789");
+        let s = FsStorage::new(dir.path());
+        assert_eq!(
+            s.read("a/f", 10).expect("read"),
+            Some(b"0123456789".to_vec())
+        );
+        assert!(matches!(
+            s.read("a/f", 9),
+            Err(StorageError::TooLarge { .. })
+        ));
+        assert_eq!(s.read("a/missing", 9).expect("read"), None);
+        assert!(matches!(
+            s.read("../x", 9),
+            Err(StorageError::Refused { .. })
+        ));
+        assert!(matches!(
+            s.read("/etc/passwd", 9),
+            Err(StorageError::Refused { .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn remove_refuses_a_path_through_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        write(outside.path(), "victim/file", "keep");
+        std::fs::create_dir_all(dir.path().join("a")).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("a/link")).expect("symlink");
+        let s = FsStorage::new(dir.path());
+        let err = s.remove_dir_all("a/link/victim").expect_err("must refuse");
+        assert!(matches!(err, StorageError::Refused { .. }), "{err}");
+        assert!(outside.path().join("victim/file").exists());
+    }
+}

@@ -1,0 +1,128 @@
+//! Human output: one greppable line per finding, a summary per registry, and what to do.
+
+use std::fmt::Write;
+
+use regfsck_core::check;
+use regfsck_core::runner::{Action, Outcome, RunReport};
+
+pub fn finding_line(o: &Outcome) -> String {
+    let f = &o.finding;
+    let mut line = format!("{}[{}] {}", o.level, f.check, f.registry);
+    if !f.repository.is_empty() {
+        let _ = write!(line, "/{}", f.repository);
+    }
+    if let Some(d) = f.digest {
+        let _ = write!(line, " {d}");
+    }
+    let _ = write!(line, " {}: {}", f.message, o.action.as_str());
+    if let Some(note) = &o.note {
+        let _ = write!(line, " ({note})");
+    }
+    line
+}
+
+pub fn render(report: &RunReport, explain: bool) -> String {
+    let mut out = String::new();
+    if explain {
+        for o in &report.outcomes {
+            out.push_str(&crate::explain::render_outcome(report, o));
+        }
+    } else {
+        for o in &report.outcomes {
+            out.push_str(&finding_line(o));
+            out.push('\n');
+        }
+    }
+    for p in &report.problems {
+        let _ = writeln!(out, "error[scan] {}/{}: {}", p.registry, p.path, p.message);
+    }
+    if !report.outcomes.is_empty() || !report.problems.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&summary(report));
+    out
+}
+
+fn summary(report: &RunReport) -> String {
+    let mut out = String::new();
+    for r in &report.registries {
+        if r.checks.is_empty() {
+            let _ = writeln!(out, "{}: no checks enabled", r.name);
+            continue;
+        }
+        let parts: Vec<String> = r
+            .checks
+            .iter()
+            .map(|(id, c)| {
+                let counters: Vec<String> = c
+                    .counters
+                    .iter()
+                    .map(|(k, v)| format!("{} {}", k.replace('_', " "), v))
+                    .collect();
+                format!("{id} ({}): {}", c.level, counters.join(", "))
+            })
+            .collect();
+        let _ = write!(out, "{}: {}", r.name, parts.join("; "));
+        if r.removed > 0 {
+            let _ = write!(out, "; removed {}", r.removed);
+        }
+        out.push('\n');
+        if let Some(why) = &r.fix_refused {
+            let _ = writeln!(out, "  fixes refused on {}: {why}", r.name);
+        }
+    }
+    let dry = if report.dry_run { "DRY RUN, " } else { "" };
+    let _ = writeln!(
+        out,
+        "{dry}run {} (policy {}, {:.2}s): {} removed, {} would remove, {} reported, {} skipped, {} refused, {} failed; {} scan problem(s)",
+        report.run_id,
+        report.policy,
+        report.duration.as_secs_f64(),
+        report.count(Action::Removed),
+        report.count(Action::WouldRemove),
+        report.count(Action::Reported),
+        report.count(Action::Skipped),
+        report.count(Action::Refused),
+        report.count(Action::Failed),
+        report.problems.len(),
+    );
+    if report.count(Action::Removed) > 0 {
+        let _ = writeln!(
+            out,
+            "\nRESTART NEEDED: {} link(s) were removed. Restart the affected registries or flush their \
+             blob-descriptor cache (redis: the blobs::* keys); until then a warm cache keeps answering \
+             200 with an empty body for those blobs. Undo: regfsck undo {}",
+            report.count(Action::Removed),
+            report.run_id
+        );
+    }
+    out.push_str(&action_required(report));
+    out
+}
+
+fn action_required(report: &RunReport) -> String {
+    let mut by_check: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in report
+        .outcomes
+        .iter()
+        .filter(|o| o.action.needs_attention() && o.action != Action::WouldRemove)
+    {
+        *by_check.entry(o.finding.check).or_default() += 1;
+    }
+    if by_check.is_empty() && report.problems.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nACTION REQUIRED:\n");
+    for (id, n) in by_check {
+        let help = check::find(id).map_or("", |r| r.info.help);
+        let _ = writeln!(out, "  {n} {id} finding(s): {help} (regfsck explain {id})");
+    }
+    if !report.problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {} scan problem(s): the scan is incomplete; fix what each `error[scan]` line names",
+            report.problems.len()
+        );
+    }
+    out
+}
