@@ -113,3 +113,104 @@ fn finding(cx: &CheckContext<'_>, repo: &str, d: &Digest, anomaly: Option<String
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use regfsck_core::check;
+    use regfsck_core::testing::{Tree, run_check};
+
+    use super::*;
+
+    fn run(tree: &Tree) -> CheckOutput {
+        run_check(check::find(ID).expect("registered"), "private", tree, None)
+    }
+
+    #[test]
+    fn finds_links_whose_blob_data_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let (_, _, layers) = tree.image("team/app", &[b"one", b"two"]);
+        tree.image("base", &[b"one"]); // shares the first layer
+        tree.remove(&layout::blob_dir(&layers[0]));
+        tree.remove(&layout::blob_data(&layers[1])); // the directory stays, the data goes
+
+        let out = run(&tree);
+        let mut got: Vec<(String, Digest)> = out
+            .findings
+            .iter()
+            .map(|f| (f.repository.clone(), f.digest.expect("digest")))
+            .collect();
+        got.sort();
+        let mut want = vec![
+            ("base".to_string(), layers[0]),
+            ("team/app".to_string(), layers[0]),
+            ("team/app".to_string(), layers[1]),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(out.counters, vec![("links_checked", 5), ("orphaned", 3)]);
+        let f = &out.findings[0];
+        assert_eq!(
+            f.path,
+            layout::layer_link_dir(&f.repository, &f.digest.expect("digest"))
+        );
+        assert!(
+            matches!(&f.fix, Some(FixPlan { action: FixAction::RemoveDir { path }, .. }) if *path == f.path)
+        );
+    }
+
+    #[test]
+    fn healthy_and_linkless_directories_are_not_findings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        tree.image("team/app", &[b"one"]);
+        let gone = regfsck_core::testing::digest_of(b"never stored");
+        // A `_layers/sha256/<d>/` directory without a link file is not a link.
+        std::fs::create_dir_all(tree.path(&layout::layer_link_dir("team/app", &gone)))
+            .expect("mkdir");
+        let out = run(&tree);
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+    }
+
+    #[test]
+    fn a_link_naming_another_digest_is_reported_but_never_fixed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let d = regfsck_core::testing::digest_of(b"gone");
+        let other = regfsck_core::testing::digest_of(b"other");
+        tree.write(&layout::layer_link("a", &d), other.to_string().as_bytes());
+        let e = regfsck_core::testing::digest_of(b"garbage");
+        tree.write(&layout::layer_link("a", &e), b"\x00garbage");
+        tree.write(&format!("{}/00/keep", layout::BLOBS), b"");
+        let out = run(&tree);
+        assert_eq!(out.findings.len(), 2);
+        assert!(out.findings.iter().all(|f| f.fix.is_none()));
+        assert!(
+            out.findings
+                .iter()
+                .all(|f| f.details.contains_key("link_anomaly"))
+        );
+    }
+
+    #[test]
+    fn recheck_sees_a_blob_pushed_since_the_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let d = regfsck_core::testing::digest_of(b"late");
+        tree.layer_link("a", &d);
+        tree.write(&format!("{}/00/keep", layout::BLOBS), b"");
+        let out = run(&tree);
+        assert_eq!(out.findings.len(), 1);
+        let storage = tree.storage();
+        let before = OrphanLayerLinks
+            .recheck(&storage, &out.findings[0])
+            .expect("recheck");
+        assert!(before.holds && before.last_change.is_some());
+        tree.blob(b"late");
+        let after = OrphanLayerLinks
+            .recheck(&storage, &out.findings[0])
+            .expect("recheck");
+        assert!(!after.holds);
+    }
+}

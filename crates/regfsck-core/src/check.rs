@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::options::{CheckOptions, OptionSpec};
 use crate::{Finding, Inventory, ManifestCache, Problem, Storage, StorageError};
 
 /// How far the policy lets a check go on a registry.
@@ -75,6 +76,8 @@ pub struct CheckInfo {
     /// The strongest level the check supports; asking more is a policy error.
     pub max_level: Level,
     pub needs: Needs,
+    /// Options the policy may set in `[policies.<p>.options.<id>]`.
+    pub options: &'static [OptionSpec],
 }
 
 /// What a check found on one registry.
@@ -93,6 +96,8 @@ pub struct CheckContext<'a> {
     pub storage: &'a dyn Storage,
     pub inventory: &'a Inventory,
     pub manifests: &'a ManifestCache<'a>,
+    /// This check's options in the running policy (defaults filled in).
+    pub options: &'a CheckOptions,
 }
 
 impl CheckContext<'_> {
@@ -177,6 +182,8 @@ pub fn find(id: &str) -> Option<&'static Registration> {
 ///     help: "what the operator should do",
 ///     max_level: Warn,
 ///     needs: [LAYERS, REVISIONS],
+///     // optional:
+///     options: [OptionSpec::new("max-age", OptionKind::Duration, "168h", "what it does")],
 /// }
 /// ```
 #[macro_export]
@@ -188,7 +195,8 @@ macro_rules! declare_check {
         explanation: $explanation:expr,
         help: $help:expr,
         max_level: $level:ident,
-        needs: [$($need:ident),* $(,)?] $(,)?
+        needs: [$($need:ident),* $(,)?]
+        $(, options: [$($option:expr),* $(,)?])? $(,)?
     ) => {
         $crate::inventory::submit! {
             $crate::Registration {
@@ -199,6 +207,7 @@ macro_rules! declare_check {
                     help: $help,
                     max_level: $crate::Level::$level,
                     needs: $crate::Needs::NONE $(.with($crate::Needs::$need))*,
+                    options: &[$($($option),*)?],
                 },
                 check: &$check,
             }

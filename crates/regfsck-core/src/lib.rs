@@ -8,15 +8,19 @@ pub mod digest;
 pub mod finding;
 pub mod layout;
 pub mod manifest;
+pub mod options;
 pub mod policy;
 pub mod runner;
 pub mod scan;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use check::{Check, CheckContext, CheckInfo, CheckOutput, Level, Needs, Recheck, Registration};
 pub use digest::Digest;
 pub use finding::{Applicability, Evidence, Finding, FixAction, FixPlan, Problem};
 pub use manifest::{Manifest, ManifestCache};
+pub use options::{CheckOptions, OptionKind, OptionSpec, OptionValue};
 pub use scan::Inventory;
 pub use storage::{FsStorage, Storage, StorageError};
 

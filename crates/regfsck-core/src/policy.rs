@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::diagnostics::{PolicyError, PolicyProblem, PolicyReadError};
+use crate::options::{CheckOptions, OptionKind, OptionValue};
 use crate::{Level, Registration, check};
 
 /// The registry pattern that applies to every registry not named.
@@ -48,6 +49,8 @@ pub struct Policy {
     pub description: Option<String>,
     /// Registry name (or `"*"`) → check id → level.
     pub registries: BTreeMap<String, BTreeMap<&'static str, Level>>,
+    /// Check id → the options the policy sets (defaults are not stored here).
+    pub options: BTreeMap<&'static str, CheckOptions>,
 }
 
 impl Policy {
@@ -58,6 +61,19 @@ impl Policy {
             .filter_map(|r| self.registries.get(*r))
             .find_map(|levels| levels.get(check).copied())
             .unwrap_or(Level::Off)
+    }
+
+    /// The options of `check` in this policy: its declared defaults, overlaid by the policy.
+    pub fn options(&self, reg: &Registration) -> CheckOptions {
+        let mut opts = CheckOptions::defaults(reg.info.options);
+        if let Some(set) = self.options.get(reg.info.id) {
+            for spec in reg.info.options {
+                if let Some(v) = set.get(spec.name) {
+                    opts.set(spec.name, v);
+                }
+            }
+        }
+        opts
     }
 
     /// Registries the policy names explicitly (not `"*"`).
@@ -250,17 +266,26 @@ impl Validator {
             name: name.to_string(),
             description: None,
             registries: BTreeMap::new(),
+            options: BTreeMap::new(),
         };
         for (key, value) in self.table(body) {
             match key.get_ref().as_ref() {
                 "description" => p.description = self.string(value),
+                "options" => {
+                    for (id, opts) in self.table(value) {
+                        if let Some(reg) = self.check_id(id) {
+                            let opts = self.check_options(reg, opts);
+                            p.options.insert(reg.info.id, opts);
+                        }
+                    }
+                }
                 "registries" => {
                     for (registry, levels) in self.table(value) {
                         let levels = self.levels(levels);
                         p.registries.insert(registry.get_ref().to_string(), levels);
                     }
                 }
-                other => self.unknown_key(key, other, &["description", "registries"]),
+                other => self.unknown_key(key, other, &["description", "registries", "options"]),
             }
         }
         p
@@ -270,19 +295,68 @@ impl Validator {
     fn levels(&mut self, body: &Value<'_>) -> BTreeMap<&'static str, Level> {
         let mut out = BTreeMap::new();
         for (key, value) in self.table(body) {
-            let id = key.get_ref().as_ref();
-            let Some(reg) = check::find(id) else {
-                let ids: Vec<&str> = check::registered().iter().map(|r| r.info.id).collect();
-                self.problem(
-                    Some(key.span()),
-                    format!("unknown check `{id}`"),
-                    "no check has this id",
-                    Some(suggest(id, &ids, "checks")),
-                );
+            let Some(reg) = self.check_id(key) else {
                 continue;
             };
             if let Some(level) = self.level(value, reg) {
                 out.insert(reg.info.id, level);
+            }
+        }
+        out
+    }
+
+    /// The registered check a key names, or a problem with a suggestion.
+    fn check_id(&mut self, key: &Key<'_>) -> Option<&'static Registration> {
+        let id = key.get_ref().as_ref();
+        let found = check::find(id);
+        if found.is_none() {
+            let ids: Vec<&str> = check::registered().iter().map(|r| r.info.id).collect();
+            self.problem(
+                Some(key.span()),
+                format!("unknown check `{id}`"),
+                "no check has this id",
+                Some(suggest(id, &ids, "checks")),
+            );
+        }
+        found
+    }
+
+    /// `[policies.<p>.options.<check-id>]`, validated against what the check declares.
+    fn check_options(&mut self, reg: &Registration, body: &Value<'_>) -> CheckOptions {
+        let mut out = CheckOptions::default();
+        for (key, value) in self.table(body) {
+            let name = key.get_ref().as_ref();
+            let Some(spec) = reg.info.options.iter().find(|o| o.name == name) else {
+                let names: Vec<&str> = reg.info.options.iter().map(|o| o.name).collect();
+                self.problem(
+                    Some(key.span()),
+                    format!("`{}` has no option `{name}`", reg.info.id),
+                    "unknown option",
+                    Some(suggest(name, &names, "options")),
+                );
+                continue;
+            };
+            let parsed = match (spec.kind, value.get_ref()) {
+                (OptionKind::Bool, DeValue::Boolean(b)) => Some(OptionValue::Bool(*b)),
+                (OptionKind::Count, DeValue::Integer(i)) => integer(i)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .map(OptionValue::Count),
+                (OptionKind::Bytes, DeValue::Integer(i)) => integer(i)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .map(OptionValue::Bytes),
+                (OptionKind::Duration | OptionKind::Bytes, DeValue::String(s)) => {
+                    OptionValue::parse_str(spec.kind, s)
+                }
+                _ => None,
+            };
+            match parsed {
+                Some(v) => out.set(spec.name, v),
+                None => self.problem(
+                    Some(value.span()),
+                    format!("invalid value for `{}.{name}`", reg.info.id),
+                    &format!("expected {}", spec.kind.describe()),
+                    Some(format!("{name}: {} (default {})", spec.help, spec.default)),
+                ),
             }
         }
         out

@@ -243,15 +243,19 @@ pub fn run_registry(
     }
 
     let manifests = ManifestCache::new(storage);
-    let cx = CheckContext {
-        registry: name,
-        storage,
-        inventory: &inventory,
-        manifests: &manifests,
-    };
     let outputs: Vec<_> = enabled
         .par_iter()
-        .map(|(reg, level)| (*reg, *level, reg.check.run(&cx)))
+        .map(|(reg, level)| {
+            let options = policy.options(reg);
+            let cx = CheckContext {
+                registry: name,
+                storage,
+                inventory: &inventory,
+                manifests: &manifests,
+                options: &options,
+            };
+            (*reg, *level, reg.check.run(&cx))
+        })
         .collect();
 
     let mut outcomes = Vec::new();

@@ -110,6 +110,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The content of a file, at most `limit` bytes (`TooLarge` beyond); `None` when absent.
     fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError>;
 
+    /// A streaming reader over a file (for hashing blobs); `None` when absent.
+    fn open(&self, path: &str) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError>;
+
     /// Removes a directory and everything below it, never following a symlink.
     fn remove_dir_all(&self, path: &str) -> Result<(), StorageError>;
 
@@ -318,6 +321,27 @@ impl Storage for FsStorage {
             });
         }
         Ok(Some(buf))
+    }
+
+    fn open(&self, path: &str) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
+        let full = self.full(path)?;
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(m) => {
+                return Err(StorageError::Refused {
+                    path: path.to_string(),
+                    reason: format!("expected a file, found a {:?}", kind_of(m.file_type()))
+                        .to_lowercase(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io(path, e)),
+        }
+        match std::fs::File::open(&full) {
+            Ok(f) => Ok(Some(Box::new(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(path, e)),
+        }
     }
 
     fn remove_dir_all(&self, path: &str) -> Result<(), StorageError> {
