@@ -50,7 +50,7 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
         run(&mut c)
     };
     apt(&["update"])?;
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    let mut args = vec!["install", "-y"];
     args.extend_from_slice(packages);
     apt(&args)?;
     Ok(())

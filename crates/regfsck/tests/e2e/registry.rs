@@ -183,13 +183,7 @@ impl Registry {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(
-            self.spec
-                .work
-                .join(format!("gc-{}.log", std::process::id())),
-            &text,
-        )
-        .expect("write gc log");
+        std::fs::write(self.spec.work.join("gc.log"), &text).expect("write gc log");
         assert!(
             out.status.success(),
             "garbage-collect on {} failed ({}):\n{text}",
