@@ -145,6 +145,9 @@ impl PolicyFile {
                 help,
             );
         }
+        // In file order, so the operator reads the report top to bottom with the file.
+        v.problems
+            .sort_by_key(|p| p.span.map_or(usize::MAX, |s| s.offset()));
         if v.problems.is_empty() {
             Ok(file)
         } else {

@@ -2,6 +2,14 @@
 //! checks linked in: depend on `regfsck` and the check crates, then call [`main`].
 
 pub mod exit;
+/// The built-in checks. Naming each crate here keeps its `inventory` registration in every
+/// binary that calls [`main`] (the linker drops crates nothing names); the `registered_ids`
+/// test fails if one goes missing.
+mod builtin {
+    use orphan_index_children as _;
+    use orphan_layer_links as _;
+}
+
 pub mod explain;
 pub mod human;
 pub mod json;
