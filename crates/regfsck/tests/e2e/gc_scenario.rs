@@ -333,6 +333,11 @@ orphan-layer-links = "fix"
 [policies.fix.registries.private]
 orphan-index-children = "warn"
 
+[policies.layers]
+description = "orphaned layer links only"
+[policies.layers.registries."*"]
+orphan-layer-links = "fix"
+
 [policies.cache-audit]
 description = "what the cache's partial indexes look like"
 [policies.cache-audit.registries.dockerhub]
@@ -454,10 +459,17 @@ fn gc_orphans_are_found_and_fixed() {
     let started = Instant::now();
     let tools = packages::tools();
     eprintln!("e2e: {} / {}", tools.registry_version, tools.skopeo_version);
+    // REGFSCK_E2E_KEEP=1 keeps the data root, configs, logs and regfsck's
+    // JSON reports for a post-mortem.
+    let keep = std::env::var_os("REGFSCK_E2E_KEEP").is_some();
     let tmp = tempfile::Builder::new()
         .prefix("regfsck-e2e-")
+        .disable_cleanup(keep)
         .tempdir()
         .expect("tempdir");
+    if keep {
+        eprintln!("e2e: keeping {}", tmp.path().display());
+    }
     let data = tmp.path().join("DATA");
     let work = tmp.path().join("work");
     let nonce = format!(
@@ -865,6 +877,7 @@ fn gc_orphans_are_found_and_fixed() {
     let before_dry = storage::snapshot(&data);
     let t = Instant::now();
     let dry = regfsck::run(&policy, "check", true);
+    std::fs::write(work.join("regfsck-check-dry-run.json"), &dry.stdout).expect("save report");
     notes.push(format!("regfsck check --dry-run took {:?}", t.elapsed()));
     assert_eq!(
         dry.code,
@@ -884,6 +897,7 @@ fn gc_orphans_are_found_and_fixed() {
 
     let before_fix = storage::snapshot(&data);
     let fix = regfsck::run(&policy, "fix", false);
+    std::fs::write(work.join("regfsck-fix.json"), &fix.stdout).expect("save report");
     assert_eq!(
         fix.code,
         1,
@@ -913,6 +927,7 @@ fn gc_orphans_are_found_and_fixed() {
     );
 
     let again = regfsck::run(&policy, "check", true);
+    std::fs::write(work.join("regfsck-check-after-fix.json"), &again.stdout).expect("save report");
     assert_eq!(again.code, 1, "{}", again.describe());
     assert!(
         again.findings_of("orphan-layer-links").is_empty(),
@@ -924,6 +939,15 @@ fn gc_orphans_are_found_and_fixed() {
         &actual_lines(&again),
         "after the fix",
         &again,
+    );
+
+    // Nothing left for a layers-only policy: exit code 0.
+    let clean = regfsck::run(&policy, "layers", false);
+    assert_eq!(
+        (clean.code, clean.findings().len()),
+        (0, 0),
+        "nothing needs attention after the fix\n{}",
+        clean.describe()
     );
 
     // The cache's partial indexes are real findings when asked for (this is
@@ -939,6 +963,7 @@ fn gc_orphans_are_found_and_fixed() {
         "the cache holds index children it never fetched"
     );
     let audit = regfsck::run(&policy, "cache-audit", true);
+    std::fs::write(work.join("regfsck-cache-audit.json"), &audit.stdout).expect("save report");
     assert_eq!(audit.code, 1, "{}", audit.describe());
     assert_same_lines(
         &expected_child_lines(&cache_children),
