@@ -281,29 +281,50 @@ fn wait_cached(cache: &Registry, repo: &str, blobs: &[oci::BlobRef]) {
     }
 }
 
-/// Checks a `skopeo copy … dir:DIR` result: the top manifest, every
-/// instance manifest and every blob are there and hash to their digests.
-fn verify_dir_pull(dir: &Path, top: &str, images: &[&oci::Image], what: &str) {
-    let manifest = std::fs::read(dir.join("manifest.json"))
-        .unwrap_or_else(|e| panic!("{what}: no manifest.json in {}: {e}", dir.display()));
-    assert_eq!(
-        oci::digest_of(&manifest),
-        top,
-        "{what}: top manifest digest"
-    );
-    let multi = images.len() > 1 || images.first().is_some_and(|i| i.digest != top);
-    for image in images {
-        if multi {
-            let m =
-                std::fs::read(dir.join(format!("{}.manifest.json", oci::hex_of(&image.digest))))
-                    .unwrap_or_else(|e| panic!("{what}: instance {} missing: {e}", image.digest));
-            assert_eq!(oci::digest_of(&m), image.digest, "{what}: instance digest");
-        }
-        for b in image.blobs() {
-            let content = std::fs::read(dir.join(oci::hex_of(&b.digest)))
-                .unwrap_or_else(|e| panic!("{what}: blob {} missing: {e}", b.digest));
-            assert_eq!(oci::digest_of(&content), b.digest, "{what}: blob content");
-        }
+/// Where skopeo pulls to: an OCI layout for OCI images, skopeo's `dir:`
+/// for Docker ones (copying those into an OCI layout would convert them and
+/// change their digests).
+fn pull_target(dest: &Path, docker: bool) -> String {
+    if docker {
+        format!("dir:{}", dest.display())
+    } else {
+        format!("oci:{}:pulled", dest.display())
+    }
+}
+
+/// Checks what `skopeo copy … pull_target(dest)` wrote: the top manifest,
+/// every instance manifest and every blob are there and hash to their
+/// digests.
+fn verify_pull(dest: &Path, docker: bool, top: &str, images: &[&oci::Image], what: &str) {
+    let read = |name: String| {
+        std::fs::read(dest.join(&name))
+            .unwrap_or_else(|e| panic!("{what}: no {name} in {}: {e}", dest.display()))
+    };
+    let check = |name: String, digest: &str| {
+        assert_eq!(oci::digest_of(&read(name)), digest, "{what}: {digest}");
+    };
+    if docker {
+        check("manifest.json".into(), top);
+    } else {
+        let index: Value = serde_json::from_slice(&read("index.json".into())).expect("index.json");
+        assert_eq!(index["manifests"][0]["digest"], top, "{what}: index.json");
+        check(format!("blobs/sha256/{}", oci::hex_of(top)), top);
+    }
+    for image in images.iter().filter(|i| i.digest != top) {
+        let name = if docker {
+            format!("{}.manifest.json", oci::hex_of(&image.digest))
+        } else {
+            format!("blobs/sha256/{}", oci::hex_of(&image.digest))
+        };
+        check(name, &image.digest);
+    }
+    for b in images.iter().flat_map(|i| i.blobs()) {
+        let name = if docker {
+            oci::hex_of(&b.digest).to_string()
+        } else {
+            format!("blobs/sha256/{}", oci::hex_of(&b.digest))
+        };
+        check(name, &b.digest);
     }
 }
 
@@ -602,10 +623,11 @@ fn gc_orphans_are_found_and_fixed() {
     };
     for (n, (repo, tag, image)) in cache_pulls.iter().enumerate() {
         let dest = work.join(format!("cache-pull-{n}"));
+        let docker = image.media_type == oci::DOCKER_MANIFEST;
         // One platform only (no --all): the cache keeps a partial index.
         skopeo.copy(
             &format!("docker://{}/{repo}:{tag}", dockerhub.addr()),
-            &format!("dir:{}", dest.display()),
+            &pull_target(&dest, docker),
             &CopyOpts {
                 preserve_digests: true,
                 arch: Some(&image.platform.arch),
@@ -613,8 +635,9 @@ fn gc_orphans_are_found_and_fixed() {
                 ..CopyOpts::default()
             },
         );
-        verify_dir_pull(
+        verify_pull(
             &dest,
+            docker,
             &image.digest,
             &[image],
             &format!("{repo}:{tag} via cache"),
@@ -1055,15 +1078,16 @@ fn gc_orphans_are_found_and_fixed() {
         let dest = work.join(format!("final-pull-{n}"));
         skopeo.copy(
             &format!("docker://{}/{}:{}", private.addr(), p.repo, p.tag),
-            &format!("dir:{}", dest.display()),
+            &pull_target(&dest, p.artifact.is_docker()),
             &CopyOpts {
                 all: true,
                 preserve_digests: true,
                 ..CopyOpts::default()
             },
         );
-        verify_dir_pull(
+        verify_pull(
             &dest,
+            p.artifact.is_docker(),
             p.artifact.digest(),
             &p.artifact.images(),
             &format!("{}:{} after the fix", p.repo, p.tag),
@@ -1078,9 +1102,10 @@ fn gc_orphans_are_found_and_fixed() {
             continue; // its layers are gone upstream too: only a rebuild helps
         }
         let dest = work.join(format!("final-cache-pull-{n}"));
+        let docker = image.media_type == oci::DOCKER_MANIFEST;
         skopeo.copy(
             &format!("docker://{}/{repo}:{tag}", dockerhub.addr()),
-            &format!("dir:{}", dest.display()),
+            &pull_target(&dest, docker),
             &CopyOpts {
                 preserve_digests: true,
                 arch: Some(&image.platform.arch),
@@ -1088,8 +1113,9 @@ fn gc_orphans_are_found_and_fixed() {
                 ..CopyOpts::default()
             },
         );
-        verify_dir_pull(
+        verify_pull(
             &dest,
+            docker,
             &image.digest,
             &[image],
             &format!("{repo}:{tag} via cache after the fix"),
