@@ -776,8 +776,13 @@ fn gc_orphans_are_found_and_fixed() {
         let (head, get, _) = blob_answers(&reg.addr(), &o.repository, &o.digest);
         warm_answers.insert(o.rel_dir(), (head, get));
     }
-    // What Distribution 2.8.2 really answers, as in the field reports
-    // (distribution #2966, #4381): 200, the old Content-Length, no body.
+    // What Distribution 2.8.2 really answers (observed with Debian's
+    // 2.8.2+ds1, matching the field reports, distribution #2966, #4381):
+    // HEAD and GET both 200 with the blob's old Content-Length, and GET's
+    // body is empty (0 bytes, then the server closes the connection;
+    // clients say "unexpected EOF"). The repository-scoped descriptor cache
+    // answers the link check and the global one the blob stat, so nobody
+    // looks at the missing data until the body is read.
     for o in &orphans {
         let (head, get) = &warm_answers[&o.rel_dir()];
         let size = sizes[&o.digest];
@@ -795,8 +800,9 @@ fn gc_orphans_are_found_and_fixed() {
         );
     }
     notes.push(format!(
-        "before the fix, warm cache: {} orphaned blobs answered HEAD/GET 200 with the old Content-Length and a 0-byte body",
-        orphans.len()
+        "before the fix, warm cache: {} orphaned blobs answered HEAD/GET 200 with the old Content-Length and a 0-byte body; e.g. {:?}",
+        orphans.len(),
+        warm_answers.values().next()
     ));
     // A fresh registry process on the same storage (cold cache) answers 404.
     {
@@ -818,6 +824,12 @@ fn gc_orphans_are_found_and_fixed() {
                 "cold GET {}: {get:?}",
                 o.rel_dir()
             );
+        }
+        if let Some(o) = private_orphans.iter().next() {
+            let (head, get, _) = blob_answers(&cold.addr(), &o.repository, &o.digest);
+            notes.push(format!(
+                "before the fix, cold cache (new process, same storage): HEAD {head:?}, GET {get:?}"
+            ));
         }
         cold.stop();
     }
