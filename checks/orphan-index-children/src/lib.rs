@@ -42,6 +42,19 @@ impl Check for OrphanIndexChildren {
                 if !manifest.is_index() {
                     continue;
                 }
+                // Only an index the registry serves: its own revision link must be a file.
+                // (A revision directory without its link is another check's finding.)
+                match cx
+                    .storage
+                    .stat(&layout::revision_link(&repo.name, index_digest))
+                {
+                    Ok(Some(m)) if m.kind == EntryKind::File => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        out.problems.push(cx.problem(e.path(), e.reason()));
+                        continue;
+                    }
+                }
                 inspected += 1;
                 for child in manifest.children() {
                     if !child.digest.starts_with("sha256:") {
@@ -102,5 +115,152 @@ impl Check for OrphanIndexChildren {
             ("orphaned_children", orphaned),
         ];
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use regfsck_core::manifest::{DOCKER_MANIFEST_LIST, OCI_INDEX};
+    use regfsck_core::testing::{Tree, digest_of, run_check};
+    use regfsck_core::{Digest, check};
+
+    use super::*;
+
+    fn run(tree: &Tree) -> CheckOutput {
+        run_check(check::find(ID).expect("registered"), "private", tree, None)
+    }
+
+    fn children(out: &CheckOutput) -> Vec<(String, Digest, String, String)> {
+        let mut v: Vec<_> = out
+            .findings
+            .iter()
+            .map(|f| {
+                let s = |k: &str| f.details[k].as_str().unwrap_or("null").to_string();
+                (
+                    f.repository.clone(),
+                    f.digest.expect("digest"),
+                    s("platform"),
+                    s("child_blob"),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn finds_lost_children_of_every_kind_of_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        for (repo, mt) in [
+            ("oci", Some(OCI_INDEX)),
+            ("docker", Some(DOCKER_MANIFEST_LIST)),
+            ("bare", None),
+        ] {
+            let (amd, _, _) = tree.image(repo, &[b"amd"]);
+            let (arm, _, _) = tree.image(repo, &[repo.as_bytes()]);
+            tree.index(
+                repo,
+                mt,
+                &[(amd, "linux", "amd64"), (arm, "linux", "arm64")],
+            );
+            tree.remove(&layout::revision_link(repo, &arm).replace("/link", ""));
+            if repo == "docker" {
+                tree.remove(&layout::blob_dir(&arm));
+            }
+        }
+        let out = run(&tree);
+        let arm = |repo: &str| {
+            let manifests = out
+                .findings
+                .iter()
+                .find(|f| f.repository == repo)
+                .and_then(|f| f.digest);
+            manifests.expect("finding")
+        };
+        assert_eq!(
+            children(&out),
+            vec![
+                (
+                    "bare".into(),
+                    arm("bare"),
+                    "linux/arm64".into(),
+                    "present".into()
+                ),
+                (
+                    "docker".into(),
+                    arm("docker"),
+                    "linux/arm64".into(),
+                    "missing".into()
+                ),
+                (
+                    "oci".into(),
+                    arm("oci"),
+                    "linux/arm64".into(),
+                    "present".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            out.counters,
+            vec![("indexes_inspected", 3), ("orphaned_children", 3)]
+        );
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+    }
+
+    #[test]
+    fn a_revision_directory_without_its_link_file_counts_as_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let (amd, _, _) = tree.image("a", &[b"amd"]);
+        tree.index("a", Some(OCI_INDEX), &[(amd, "linux", "amd64")]);
+        tree.remove(&layout::revision_link("a", &amd));
+        assert_eq!(run(&tree).findings.len(), 1);
+    }
+
+    #[test]
+    fn healthy_indexes_unserved_indexes_and_images_are_quiet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let (amd, _, _) = tree.image("a", &[b"amd"]);
+        tree.index("a", Some(OCI_INDEX), &[(amd, "linux", "amd64")]);
+        // An index whose own revision link is gone is not served: its children are moot.
+        let lost = digest_of(b"lost child");
+        let unserved = tree.index("b", None, &[(lost, "linux", "s390x")]);
+        tree.remove(&layout::revision_link("b", &unserved));
+        let out = run(&tree);
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+        assert_eq!(out.counters[0], ("indexes_inspected", 1));
+    }
+
+    #[test]
+    fn malformed_manifests_are_problems_not_panics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        for (i, junk) in [
+            &b"not json"[..],
+            b"[1,2,3]",
+            b"{\"manifests\":[7]}",
+            b"\xff\xfe",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let d = tree.blob(junk);
+            tree.revision(&format!("r{i}"), &d);
+        }
+        let huge = vec![b' '; (regfsck_core::manifest::MAX_MANIFEST_BYTES + 1) as usize];
+        let d = tree.blob(&huge);
+        tree.revision("huge", &d);
+        let bad_child = tree.blob(br#"{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"sha256:xyz"}]}"#);
+        tree.revision("badchild", &bad_child);
+        let out = run(&tree);
+        assert!(out.findings.is_empty());
+        assert_eq!(out.problems.len(), 6, "{:#?}", out.problems);
+        assert!(
+            out.problems
+                .iter()
+                .any(|p| p.message.contains("larger than"))
+        );
     }
 }

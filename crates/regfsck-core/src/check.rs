@@ -173,7 +173,7 @@ pub fn find(id: &str) -> Option<&'static Registration> {
 
 /// Declares a check and registers it with the framework. The one way to add a check:
 ///
-/// ```ignore
+/// ```text
 /// regfsck_core::declare_check! {
 ///     check: MyCheck,
 ///     id: "my-check",

@@ -2,11 +2,13 @@
 //! check registry and the remediation runner. Checks live in their own crates and register
 //! themselves with [`declare_check!`].
 
+pub mod audit;
 pub mod check;
 pub mod diagnostics;
 pub mod digest;
 pub mod finding;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod options;
 pub mod policy;

@@ -102,6 +102,7 @@ impl PolicyFile {
             problems: Vec::new(),
         };
         let (doc, syntax) = DeTable::parse_recoverable(text);
+        let syntax_ok = syntax.is_empty();
         for e in syntax {
             v.problem(e.span(), e.message().trim().to_string(), "here", None);
         }
@@ -133,7 +134,9 @@ impl PolicyFile {
                 }
             }
         }
+        // After a syntax error a missing policy may be the error's echo: say it only alone.
         if let Some(name) = selected
+            && syntax_ok
             && !file.policies.contains_key(name)
         {
             let names: Vec<&str> = file.policies.keys().map(String::as_str).collect();
@@ -410,5 +413,129 @@ fn suggest(name: &str, valid: &[&str], what: &str) -> String {
     match best {
         Some((_, v)) => format!("did you mean `{v}`? valid {what}: {list}"),
         None => format!("valid {what}: {list}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Check, CheckContext, CheckOutput, OptionKind, OptionSpec};
+
+    struct Noop;
+    impl Check for Noop {
+        fn run(&self, _: &CheckContext<'_>) -> CheckOutput {
+            CheckOutput::default()
+        }
+    }
+    crate::declare_check! {
+        check: Noop,
+        id: "policy-test-fixable",
+        summary: "test",
+        explanation: "test",
+        help: "test",
+        max_level: Fix,
+        needs: [],
+        options: [OptionSpec::new("max-age", OptionKind::Duration, "168h", "age")],
+    }
+    crate::declare_check! {
+        check: Noop,
+        id: "policy-test-warn",
+        summary: "test",
+        explanation: "test",
+        help: "test",
+        max_level: Warn,
+        needs: [],
+    }
+
+    fn parse(text: &str) -> Result<PolicyFile, PolicyError> {
+        PolicyFile::parse(Path::new("p.toml"), text, Some("p"))
+    }
+
+    #[test]
+    fn named_registries_override_the_star_check_by_check() {
+        let f = parse(
+            r#"
+[policies.p.registries."*"]
+policy-test-fixable = "fix"
+policy-test-warn = "warn"
+[policies.p.registries.cache]
+policy-test-warn = "off"
+[policies.p.options.policy-test-fixable]
+max-age = "2h"
+"#,
+        )
+        .expect("valid");
+        let p = &f.policies["p"];
+        assert_eq!(p.level("private", "policy-test-warn"), Level::Warn);
+        assert_eq!(p.level("cache", "policy-test-warn"), Level::Off);
+        assert_eq!(p.level("cache", "policy-test-fixable"), Level::Fix);
+        assert_eq!(p.level("cache", "orphan-layer-links"), Level::Off);
+        let reg = check::find("policy-test-fixable").expect("registered");
+        assert_eq!(
+            p.options(reg).duration("max-age"),
+            Some(Duration::from_secs(7200))
+        );
+        let mut other = p.clone();
+        other.options.clear();
+        assert_eq!(
+            other.options(reg).duration("max-age"),
+            Some(Duration::from_secs(168 * 3600))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_collected_with_its_span() {
+        let text = r#"root = 5
+[registries.x]
+max-removal-share = 2.0
+[policies.p.registries."*"]
+policy-test-warn = "fix"
+[policies.p.options.policy-test-fixable]
+max-age = "soon"
+min-age = "1h"
+[policies.p.options.no-such-check]
+"#;
+        let err = parse(text).expect_err("invalid");
+        let got: Vec<(String, &str)> = err
+            .problems
+            .iter()
+            .map(|p| {
+                let span = p.span.expect("every problem here has a span");
+                (
+                    p.message.clone(),
+                    &text[span.offset()..span.offset() + span.len()],
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("expected a string, found integer".to_string(), "5"),
+                (
+                    "expected a share between 0.0 and 1.0, found float".to_string(),
+                    "2.0"
+                ),
+                (
+                    "`policy-test-warn` cannot go as far as `fix`".to_string(),
+                    "\"fix\""
+                ),
+                (
+                    "invalid value for `policy-test-fixable.max-age`".to_string(),
+                    "\"soon\""
+                ),
+                (
+                    "`policy-test-fixable` has no option `min-age`".to_string(),
+                    "min-age"
+                ),
+                ("unknown check `no-such-check`".to_string(), "no-such-check"),
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_with_a_span_not_a_panic() {
+        let err = parse("[policies.p\nroot = ").expect_err("invalid");
+        assert!(!err.problems.is_empty());
+        assert!(err.problems.iter().all(|p| p.span.is_some()));
     }
 }

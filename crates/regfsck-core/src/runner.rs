@@ -2,11 +2,14 @@
 //! the remediation runner act on what the policy allows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::audit::{self, AuditLog, Event, Record};
 use crate::check::{self, Registration};
 use crate::finding::{Applicability, FixAction};
 use crate::policy::{ANY, Policy, PolicyFile, RegistrySettings};
@@ -27,6 +30,18 @@ pub struct RunOptions {
     pub root: PathBuf,
     pub dry_run: bool,
     pub run_id: String,
+    /// Where removals are logged before they happen; without it nothing is removed.
+    pub audit: Option<Arc<AuditLog>>,
+    /// Set by a signal handler: stop between two removals, scan no further registry.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl RunOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
 }
 
 /// What was done about a finding.
@@ -107,6 +122,8 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     pub registries: Vec<RegistrySummary>,
     pub duration: Duration,
+    /// A signal stopped the run early.
+    pub interrupted: bool,
 }
 
 impl RunReport {
@@ -128,6 +145,10 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "no registry under the data root {0} (expected <root>/<name>/docker/registry/v2): is the storage mounted?"
+    )]
+    NoRegistries(PathBuf),
 }
 
 /// The registries under the data root: subdirectories holding `docker/registry/v2`.
@@ -154,6 +175,9 @@ pub fn discover_registries(root: &Path) -> Result<Vec<String>, RunError> {
 pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunReport, RunError> {
     let started = std::time::Instant::now();
     let names = discover_registries(&opts.root)?;
+    if names.is_empty() {
+        return Err(RunError::NoRegistries(opts.root.clone()));
+    }
     let mut report = RunReport {
         run_id: opts.run_id.clone(),
         policy: policy.name.clone(),
@@ -164,6 +188,7 @@ pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunR
         warnings: Vec::new(),
         registries: Vec::new(),
         duration: Duration::ZERO,
+        interrupted: false,
     };
     for named in policy.named_registries() {
         if !names.iter().any(|n| n == named) {
@@ -175,6 +200,13 @@ pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunR
         }
     }
     for name in &names {
+        if opts.cancelled() {
+            report.interrupted = true;
+            report.warnings.push(format!(
+                "interrupted: registry `{name}` and those after it were not scanned"
+            ));
+            break;
+        }
         let settings = settings_for(file, name);
         let storage = FsStorage::new(opts.root.join(name));
         run_registry(name, &storage, policy, &settings, opts, &mut report);
@@ -285,6 +317,9 @@ pub fn run_registry(
         summary.fix_refused = guard(&inventory, &outcomes, settings);
     }
     remediate(storage, &mut outcomes, &summary.fix_refused, settings, opts);
+    if opts.cancelled() {
+        report.interrupted = true;
+    }
     summary.removed = outcomes
         .iter()
         .filter(|o| o.action == Action::Removed)
@@ -345,14 +380,24 @@ fn remediate(
             o.action = Action::WouldRemove;
             continue;
         }
-        let (action, note) = apply(storage, &o.finding, grace);
+        if opts.cancelled() {
+            o.action = Action::Skipped;
+            o.note = Some("interrupted before this fix".into());
+            continue;
+        }
+        let (action, note) = apply(storage, &o.finding, grace, opts);
         o.action = action;
         o.note = note;
     }
 }
 
 /// Re-verifies one finding and executes its fix.
-fn apply(storage: &dyn Storage, finding: &Finding, grace: Duration) -> (Action, Option<String>) {
+fn apply(
+    storage: &dyn Storage,
+    finding: &Finding,
+    grace: Duration,
+    opts: &RunOptions,
+) -> (Action, Option<String>) {
     let Some(reg) = check::find(finding.check) else {
         return (Action::Failed, Some("check is not registered".into()));
     };
@@ -391,9 +436,45 @@ fn apply(storage: &dyn Storage, finding: &Finding, grace: Duration) -> (Action, 
                     )),
                 );
             }
+            let Some(log) = &opts.audit else {
+                return (
+                    Action::Failed,
+                    Some("no audit log: nothing is removed without one".into()),
+                );
+            };
+            let files = match audit::capture(storage, path) {
+                Ok(f) => f,
+                Err(e) => {
+                    return (
+                        Action::Failed,
+                        Some(format!("cannot record what would go: {e}")),
+                    );
+                }
+            };
+            let mut record = Record {
+                event: Event::Remove,
+                run_id: opts.run_id.clone(),
+                time: Record::now(),
+                registry: finding.registry.clone(),
+                repository: finding.repository.clone(),
+                check: finding.check.to_string(),
+                path: path.clone(),
+                files,
+            };
+            if let Err(e) = log.append(&record) {
+                return (Action::Failed, Some(format!("{e}; nothing was removed")));
+            }
             match storage.remove_dir_all(path) {
                 Ok(()) => (Action::Removed, None),
-                Err(e) => (Action::Failed, Some(e.to_string())),
+                Err(e) => {
+                    record.event = Event::RemoveFailed;
+                    record.time = Record::now();
+                    let logged = log.append(&record).err().map(|e| format!("; {e}"));
+                    (
+                        Action::Failed,
+                        Some(format!("{e}{}", logged.unwrap_or_default())),
+                    )
+                }
             }
         }
     }

@@ -365,4 +365,116 @@ mod tests {
         assert!(parse_link(d.as_bytes()).is_err());
         assert!(parse_link(format!("sha256:{d} ").as_bytes()).is_err());
     }
+
+    /// Delegates to a real tree, but answers "permission denied" for one directory and
+    /// "gone" for another, as a live registry can mid-scan.
+    #[derive(Debug)]
+    struct Faulty {
+        inner: FsStorage,
+        denied: String,
+        vanished: String,
+    }
+
+    impl Storage for Faulty {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError> {
+            if path == self.denied {
+                return Err(StorageError::io(
+                    path,
+                    std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+                ));
+            }
+            if path == self.vanished {
+                return Ok(None);
+            }
+            self.inner.list_dir(path)
+        }
+        fn stat(&self, path: &str) -> Result<Option<crate::storage::FileMeta>, StorageError> {
+            self.inner.stat(path)
+        }
+        fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.read(path, limit)
+        }
+        fn open(&self, path: &str) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
+            self.inner.open(path)
+        }
+        fn remove_dir_all(&self, path: &str) -> Result<(), StorageError> {
+            self.inner.remove_dir_all(path)
+        }
+        fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError> {
+            self.inner.create_new(path, content)
+        }
+    }
+
+    #[test]
+    fn unreadable_and_vanishing_directories_are_problems_and_the_scan_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        let v2 = layout::REPOSITORIES;
+        for repo in ["a", "b", "c"] {
+            touch(
+                r,
+                &format!("{v2}/{repo}/_layers/sha256/{}/link", hex(1)),
+                "",
+            );
+        }
+        touch(r, &format!("{}/01/{}/data", layout::BLOBS, hex(1)), "x");
+        let storage = Faulty {
+            inner: FsStorage::new(r),
+            denied: layout::layers_dir("a"),
+            vanished: layout::layers_dir("b"),
+        };
+        let (inv, problems) = scan("r", &storage, Needs::LAYERS);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, layout::layers_dir("a"));
+        assert!(
+            problems[0]
+                .message
+                .to_lowercase()
+                .contains("permission denied"),
+            "{problems:?}"
+        );
+        assert_eq!(inv.repository("c").map(|c| c.layers.len()), Some(1));
+        assert_eq!(inv.repository("b").map(|b| b.layers.len()), Some(0));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_and_non_utf8_names_are_reported_never_followed() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        let v2 = layout::REPOSITORIES;
+        touch(
+            outside.path(),
+            &format!("evil/_layers/sha256/{}/link", hex(9)),
+            "",
+        );
+        touch(r, &format!("{v2}/ok/_layers/sha256/{}/link", hex(1)), "");
+        std::os::unix::fs::symlink(outside.path().join("evil"), r.join(format!("{v2}/evil")))
+            .expect("symlink");
+        std::os::unix::fs::symlink(
+            outside.path(),
+            r.join(format!("{}/{}", layout::layers_dir("ok"), hex(2))),
+        )
+        .expect("symlink");
+        let bad = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        std::fs::create_dir_all(r.join(v2).join(bad).join("_layers")).expect("mkdir");
+        let (inv, problems) = scan("r", &FsStorage::new(r), Needs::LAYERS);
+        let names: Vec<_> = inv.repositories.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["ok"]);
+        assert_eq!(
+            inv.repositories[0].layers.len(),
+            1,
+            "the symlinked digest dir is not a link"
+        );
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(paths.iter().any(|p| p.ends_with("/evil")), "{paths:?}");
+        assert!(paths.iter().any(|p| p.ends_with(&hex(2))), "{paths:?}");
+        assert!(paths.iter().any(|p| p.contains("caf")), "{paths:?}");
+    }
 }

@@ -15,6 +15,8 @@ pub enum ExitStatus {
     ScanErrors,
     /// Another regfsck run holds the data root's lock; nothing was scanned.
     Locked,
+    /// SIGINT or SIGTERM stopped the run between two removals; the audit log is complete.
+    Interrupted,
 }
 
 impl ExitStatus {
@@ -25,6 +27,7 @@ impl ExitStatus {
             ExitStatus::Usage => 2,
             ExitStatus::ScanErrors => 3,
             ExitStatus::Locked => 4,
+            ExitStatus::Interrupted => 130,
         }
     }
 }

@@ -58,6 +58,10 @@ pub fn render(report: &RunReport) -> String {
             "failed": report.count(Action::Failed),
             "problems": report.problems.len(),
             "duration_ms": report.duration.as_millis() as u64,
+            // Links were removed: restart the registries (or flush their blob-descriptor
+            // cache) or a warm cache keeps answering 200 with an empty body.
+            "restart_needed": report.count(Action::Removed) > 0,
+            "interrupted": report.interrupted,
             "registries": registries,
         },
     });

@@ -15,13 +15,18 @@ pub mod human;
 pub mod json;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use regfsck_core::audit::{self, AuditLog};
 use regfsck_core::check;
+use regfsck_core::lock::{self, LockError, RootLock};
 use regfsck_core::policy::PolicyFile;
 use regfsck_core::runner::{self, RunOptions};
+use regfsck_core::{FsStorage, Storage};
 
 pub use exit::ExitStatus;
 
@@ -55,6 +60,23 @@ pub enum Command {
         /// A check id, as `regfsck checks` lists them.
         check: String,
     },
+    /// Re-create what a run removed, from the audit log; never overwrites anything.
+    Undo(UndoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UndoArgs {
+    /// The run id printed in the run's summary and JSON output (`run_id`).
+    pub run_id: String,
+    /// The policy file (for `root` and `audit-log`).
+    #[arg(long, env = "REGFSCK_CONFIG", default_value = "policy.toml")]
+    pub config: PathBuf,
+    /// The data root; overrides the policy's `root`.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +125,7 @@ pub fn main() -> ExitCode {
 pub fn execute(cli: Cli) -> ExitStatus {
     match cli.command {
         Command::Run(args) => run(&args),
+        Command::Undo(args) => undo(&args),
         Command::Checks { format } => {
             print(&list_checks(format));
             ExitStatus::Clean
@@ -165,17 +188,55 @@ fn run(args: &RunArgs) -> ExitStatus {
     let Some(policy) = file.policies.get(&args.policy) else {
         return ExitStatus::Usage; // load() already reported the unknown name
     };
-    let Some(root) = args.root.clone().or_else(|| file.root.clone()) else {
-        eprintln!(
-            "error: no data root: set `root` in {} or pass --root DIR",
-            args.config.display()
-        );
+    let Some(root) = data_root(&file, args.root.as_deref()) else {
         return ExitStatus::Usage;
     };
+    if !root.is_dir() {
+        eprintln!(
+            "error: the data root {} is not a directory; nothing was scanned",
+            root.display()
+        );
+        return ExitStatus::ScanErrors;
+    }
+    // One run at a time per data root. A dry run on a read-only root goes on without it.
+    let _lock = match RootLock::acquire(&root) {
+        Ok(l) => Some(l),
+        Err(LockError::Held(path)) => {
+            eprintln!(
+                "error: another regfsck run holds {}; nothing was scanned",
+                path.display()
+            );
+            return ExitStatus::Locked;
+        }
+        Err(e) if args.dry_run => {
+            eprintln!("warning: {e}; going on without the lock (dry run)");
+            None
+        }
+        Err(e) => {
+            eprintln!("error: {e}; nothing was scanned");
+            return ExitStatus::ScanErrors;
+        }
+    };
+    let audit = if args.dry_run {
+        None
+    } else {
+        let path = audit_path(&file, &root);
+        match AuditLog::open(&path) {
+            Ok(log) => Some(Arc::new(log)),
+            Err(e) => {
+                eprintln!("error: {e}; nothing was scanned (no removal without an audit log)");
+                return ExitStatus::ScanErrors;
+            }
+        }
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&cancel);
     let opts = RunOptions {
         root,
         dry_run: args.dry_run,
         run_id: runner::new_run_id(),
+        audit,
+        cancel: Some(cancel),
     };
     let report = match runner::run(&file, policy, &opts) {
         Ok(r) => r,
@@ -191,12 +252,131 @@ fn run(args: &RunArgs) -> ExitStatus {
         Format::Json => json::render(&report),
         Format::Human => human::render(&report, args.explain),
     });
-    if !report.problems.is_empty() {
+    if report.interrupted {
+        eprintln!("regfsck: interrupted; the audit log is complete up to the last removal");
+        ExitStatus::Interrupted
+    } else if !report.problems.is_empty() {
         ExitStatus::ScanErrors
     } else if report.needs_attention() {
         ExitStatus::Findings
     } else {
         ExitStatus::Clean
+    }
+}
+
+/// `--root`, else the policy's `root`; says what is missing when neither is set.
+fn data_root(file: &PolicyFile, flag: Option<&Path>) -> Option<PathBuf> {
+    let root = flag.map(Path::to_path_buf).or_else(|| file.root.clone());
+    if root.is_none() {
+        eprintln!(
+            "error: no data root: set `root` in {} or pass --root DIR",
+            file.path.display()
+        );
+    }
+    root
+}
+
+/// The policy's `audit-log`, else `<root>/.regfsck/audit.jsonl`.
+fn audit_path(file: &PolicyFile, root: &Path) -> PathBuf {
+    file.audit_log
+        .clone()
+        .unwrap_or_else(|| lock::state_dir(root).join("audit.jsonl"))
+}
+
+/// SIGINT and SIGTERM set `cancel`: the run stops between two removals, with the audit log
+/// complete. A second signal ends the process at once.
+fn install_signal_handlers(cancel: &Arc<AtomicBool>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so the second signal (flag already set) exits immediately.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(cancel));
+        let _ = signal_hook::flag::register(sig, Arc::clone(cancel));
+    }
+}
+
+fn undo(args: &UndoArgs) -> ExitStatus {
+    let file = match PolicyFile::load(&args.config, None) {
+        Ok(f) => f,
+        Err(report) => {
+            eprintln!("{report:?}");
+            return ExitStatus::Usage;
+        }
+    };
+    let Some(root) = data_root(&file, args.root.as_deref()) else {
+        return ExitStatus::Usage;
+    };
+    let _lock = match RootLock::acquire(&root) {
+        Ok(l) => l,
+        Err(LockError::Held(path)) => {
+            eprintln!(
+                "error: another regfsck run holds {}; nothing was restored",
+                path.display()
+            );
+            return ExitStatus::Locked;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitStatus::ScanErrors;
+        }
+    };
+    let path = audit_path(&file, &root);
+    let records = match audit::read(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitStatus::ScanErrors;
+        }
+    };
+    if audit::removals(&records, &args.run_id).is_empty() {
+        eprintln!(
+            "error: the audit log {} has no removals of run `{}`",
+            path.display(),
+            args.run_id
+        );
+        return ExitStatus::Usage;
+    }
+    let log = match AuditLog::open(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitStatus::ScanErrors;
+        }
+    };
+    let storage_for =
+        |registry: &str| -> Box<dyn Storage> { Box::new(FsStorage::new(root.join(registry))) };
+    let undo_id = runner::new_run_id();
+    let results = audit::undo(&log, &records, &args.run_id, &undo_id, &storage_for);
+    let restored = results.iter().filter(|r| r.outcome == "restored").count();
+    match args.format {
+        Format::Json => print(&format!(
+            "{}
+",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "version": json::VERSION,
+                "run_id": undo_id,
+                "undo_of": args.run_id,
+                "files": results,
+                "restored": restored,
+            }))
+            .unwrap_or_default()
+        )),
+        Format::Human => {
+            let mut out = String::new();
+            for r in &results {
+                out.push_str(&format!("{}: {}/{}\n", r.outcome, r.registry, r.path));
+            }
+            out.push_str(&format!(
+                "undo of run {}: {restored} of {} file(s) restored; restart the registry so it sees them\n",
+                args.run_id,
+                results.len()
+            ));
+            print(&out);
+        }
+    }
+    if restored == results.len() {
+        ExitStatus::Clean
+    } else {
+        ExitStatus::Findings
     }
 }
 

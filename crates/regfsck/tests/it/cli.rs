@@ -385,6 +385,16 @@ fn unknown_policy_and_missing_root_are_distinct_errors() {
     let out = f.run(&["daily", "--root", "/nonexistent/regfsck-data"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/regfsck-data"));
+    assert!(
+        !Path::new("/nonexistent/regfsck-data").exists(),
+        "a run never creates the root"
+    );
+
+    // An empty mount point: every registry gone is an error, not a clean run.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = f.run(&["daily", "--root", &empty.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the storage mounted?"));
 
     let out = regfsck()
         .args(["run", "daily", "--config", "/nonexistent/policy.toml"])
