@@ -8,11 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
-use regfsck_core::scan::{Repository, read_link};
+use regfsck_core::finding::tag_refs;
+use regfsck_core::scan::{CurrentLink, Repository};
 use regfsck_core::storage::EntryKind;
-use regfsck_core::{
-    Check, CheckContext, CheckOutput, Digest, Finding, Problem, StorageError, layout,
-};
+use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Finding, Problem, layout};
 
 pub const ID: &str = "dangling-tags";
 
@@ -79,54 +78,6 @@ struct RepoResult {
     counts: Counts,
 }
 
-/// What a tag's `current/link` holds, read again when the scan could not parse it (the scan
-/// folds "missing", "malformed" and "unreadable" into one error string).
-enum Current {
-    Names(Digest),
-    Missing,
-    Malformed(String),
-}
-
-fn read_current(cx: &CheckContext<'_>, path: &str) -> Result<Current, StorageError> {
-    match read_link(cx.storage, path) {
-        Ok(None) => Ok(Current::Missing),
-        Ok(Some(Ok(d))) => Ok(Current::Names(d)),
-        Ok(Some(Err(why))) => Ok(Current::Malformed(why)),
-        // A link is 71 bytes; anything past the read limit is garbage, not an I/O failure.
-        Err(StorageError::TooLarge { limit, .. }) => Ok(Current::Malformed(format!(
-            "link file is larger than {limit} bytes"
-        ))),
-        Err(e) => Err(e),
-    }
-}
-
-fn current_link(repo: &str, tag: &str) -> String {
-    format!("{}/{tag}/current/link", layout::tags_dir(repo))
-}
-
-fn index_link(repo: &str, tag: &str, d: &Digest) -> String {
-    format!(
-        "{}/{tag}/index/sha256/{}/link",
-        layout::tags_dir(repo),
-        d.hex()
-    )
-}
-
-/// `team/app:1.1, team/app:latest`, at most three, then how many more.
-fn tag_refs(repo: &str, tags: &[&str]) -> String {
-    const SHOWN: usize = 3;
-    let s: Vec<String> = tags
-        .iter()
-        .take(SHOWN)
-        .map(|t| format!("{repo}:{t}"))
-        .collect();
-    let shown = s.join(", ");
-    match tags.len().checked_sub(SHOWN) {
-        Some(more) if more > 0 => format!("{shown} and {more} more"),
-        _ => shown,
-    }
-}
-
 fn state(present: bool) -> &'static str {
     if present { "present" } else { "missing" }
 }
@@ -137,20 +88,11 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
     let mut current: BTreeMap<Digest, Vec<&str>> = BTreeMap::new();
     for tag in &repo.tags {
         r.counts.tags_checked += 1;
-        let path = current_link(&repo.name, &tag.name);
-        let read = match &tag.current {
-            Ok(d) => Current::Names(*d),
-            Err(_) => match read_current(cx, &path) {
-                Ok(c) => c,
-                Err(e) => {
-                    r.problems.push(cx.problem(e.path(), e.reason()));
-                    continue;
-                }
-            },
-        };
+        let path = layout::tag_current_link(&repo.name, &tag.name);
+        let read = tag.current.clone();
         match read {
-            Current::Names(d) => current.entry(d).or_default().push(&tag.name),
-            Current::Missing => {
+            CurrentLink::Names(d) => current.entry(d).or_default().push(&tag.name),
+            CurrentLink::Missing => {
                 r.counts.dangling_tags += 1;
                 r.findings.push(
                     Finding::new(
@@ -171,7 +113,9 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
                     .evidence(path, false, "current link is missing"),
                 );
             }
-            Current::Malformed(why) => {
+            // The scan could not read it and reported that as a problem.
+            CurrentLink::Unreadable(_) => continue,
+            CurrentLink::Malformed(why) => {
                 r.counts.dangling_tags += 1;
                 r.findings.push(
                     Finding::new(
@@ -216,7 +160,7 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
     for tag in &repo.tags {
         for h in &tag.index {
             r.counts.index_entries_checked += 1;
-            if tag.current.as_ref().ok() != Some(h) {
+            if tag.current.digest() != Some(*h) {
                 history.entry(*h).or_default().push(&tag.name);
             }
         }
@@ -322,12 +266,12 @@ fn lost_manifest(
     for t in tags {
         f = match entry {
             Entry::Current => f.evidence(
-                current_link(&repo.name, t),
+                layout::tag_current_link(&repo.name, t),
                 true,
                 format!("tag {t} names {d}"),
             ),
             Entry::History => f.evidence(
-                index_link(&repo.name, t, d),
+                layout::tag_index_link(&repo.name, t, d),
                 true,
                 format!("history entry of tag {t}"),
             ),
@@ -508,11 +452,14 @@ mod tests {
         let (_dir, tree) = tree();
         let (m, ..) = tree.image("app", &[b"one"]);
         tree.tag("app", "empty", &m);
-        tree.write(&current_link("app", "empty"), b"");
+        tree.write(&layout::tag_current_link("app", "empty"), b"");
         tree.tag("app", "garbage", &m);
-        tree.write(&current_link("app", "garbage"), b"sha256:not-hex");
+        tree.write(
+            &layout::tag_current_link("app", "garbage"),
+            b"sha256:not-hex",
+        );
         tree.tag("app", "huge", &m);
-        tree.write(&current_link("app", "huge"), &[b'x'; 4096]);
+        tree.write(&layout::tag_current_link("app", "huge"), &[b'x'; 4096]);
         tree.tag("app", "none", &m);
         tree.remove(&format!("{}/none/current", layout::tags_dir("app")));
         tree.tag("app", "ok", &m);
@@ -528,22 +475,22 @@ mod tests {
             vec![
                 (
                     None,
-                    current_link("app", "empty"),
+                    layout::tag_current_link("app", "empty"),
                     json!({"tags": ["empty"], "link": "current", "current_link": "malformed", "reason": "link file is empty"})
                 ),
                 (
                     None,
-                    current_link("app", "garbage"),
+                    layout::tag_current_link("app", "garbage"),
                     json!({"tags": ["garbage"], "link": "current", "current_link": "malformed", "reason": "link does not hold a sha256 digest: \"sha256:not-hex\""})
                 ),
                 (
                     None,
-                    current_link("app", "huge"),
+                    layout::tag_current_link("app", "huge"),
                     json!({"tags": ["huge"], "link": "current", "current_link": "malformed", "reason": "link file is larger than 1024 bytes"})
                 ),
                 (
                     None,
-                    current_link("app", "none"),
+                    layout::tag_current_link("app", "none"),
                     json!({"tags": ["none"], "link": "current", "current_link": "missing"})
                 ),
             ]
@@ -562,12 +509,15 @@ mod tests {
         let (_dir, tree) = tree();
         let (m, ..) = tree.image("app", &[b"one"]);
         tree.tag("app", "odd", &m);
-        tree.remove(&current_link("app", "odd"));
-        tree.write(&format!("{}/inside", current_link("app", "odd")), b"");
+        tree.remove(&layout::tag_current_link("app", "odd"));
+        tree.write(
+            &format!("{}/inside", layout::tag_current_link("app", "odd")),
+            b"",
+        );
         let out = run(&tree);
         assert!(out.findings.is_empty(), "{:?}", out.findings);
         assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
-        assert_eq!(out.problems[0].path, current_link("app", "odd"));
+        assert_eq!(out.problems[0].path, layout::tag_current_link("app", "odd"));
     }
 
     #[test]
@@ -608,8 +558,8 @@ mod tests {
         assert_eq!(
             present,
             [
-                index_link("app", "latest", &old),
-                index_link("app", "stable", &old)
+                layout::tag_index_link("app", "latest", &old),
+                layout::tag_index_link("app", "stable", &old)
             ]
         );
         assert_eq!(

@@ -6,9 +6,10 @@
 //! and `_manifests/revisions` and aborts on the first one that does not parse
 //! (distribution #1960). Every link file of every repository is read once here, in parallel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rayon::prelude::*;
+use regfsck_core::finding::tag_refs;
 use regfsck_core::scan::{Repository, Tag, parse_link};
 use regfsck_core::{
     Check, CheckContext, CheckOutput, Digest, Finding, Problem, StorageError, layout,
@@ -30,9 +31,6 @@ regfsck_core::declare_check! {
 
 /// Distribution writes 71 bytes; more than this is not a link.
 const LINK_READ_LIMIT: u64 = 1024;
-
-/// Indexes nest; deeper than this is not an image.
-const MAX_DEPTH: usize = 8;
 
 impl Check for InvalidLinks {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
@@ -146,10 +144,12 @@ fn judge(content: &[u8], expected: Option<Digest>) -> Option<Invalid> {
     if text.trim().is_empty() {
         return Some(Invalid::Empty);
     }
-    match parse_link(content) {
+    // parse_link is strict; look past one trailing newline to say what the link meant.
+    let body = content.strip_suffix(b"\n").unwrap_or(content);
+    match parse_link(body) {
         Err(_) => Some(Invalid::NotADigest(text.chars().take(80).collect())),
         Ok(d) if expected.is_some_and(|e| e != d) => Some(Invalid::OtherDigest(d)),
-        Ok(d) if content.ends_with(b"\n") => Some(Invalid::TrailingNewline(d)),
+        Ok(d) if body.len() < content.len() => Some(Invalid::TrailingNewline(d)),
         Ok(_) => None,
     }
 }
@@ -181,29 +181,17 @@ struct RepoResult {
     missing: u64,
 }
 
-fn current_link(repo: &str, tag: &str) -> String {
-    format!("{}/{tag}/current/link", layout::tags_dir(repo))
-}
-
-fn index_link(repo: &str, tag: &str, d: &Digest) -> String {
-    format!(
-        "{}/{tag}/index/sha256/{}/link",
-        layout::tags_dir(repo),
-        d.hex()
-    )
-}
-
 fn tag_links<'r>(repo: &Repository, tag: &'r Tag) -> impl Iterator<Item = Link<'r>> {
     let current = Link {
         kind: Kind::TagCurrent,
-        path: current_link(&repo.name, &tag.name),
+        path: layout::tag_current_link(&repo.name, &tag.name),
         expected: None,
         tag: Some(tag.name.as_str()),
     };
     let name = repo.name.clone();
     let index = tag.index.iter().map(move |d| Link {
         kind: Kind::TagIndex,
-        path: index_link(&name, &tag.name, d),
+        path: layout::tag_index_link(&name, &tag.name, d),
         expected: Some(*d),
         tag: Some(tag.name.as_str()),
     });
@@ -281,7 +269,7 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
         .iter()
         .any(|(l, _)| matches!(l.kind, Kind::Layer | Kind::Revision))
     {
-        tag_users(cx, repo)
+        cx.tags_reaching(repo)
     } else {
         BTreeMap::new()
     };
@@ -297,68 +285,6 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
         r.findings.push(finding(cx, repo, &link, &why, &tags));
     }
     r
-}
-
-/// Every digest reachable from a tag (its manifest, index children, configs and layers) and
-/// the tags reaching it. Best effort: unreadable manifests are other checks' problems.
-fn tag_users<'r>(
-    cx: &CheckContext<'_>,
-    repo: &'r Repository,
-) -> BTreeMap<Digest, BTreeSet<&'r str>> {
-    let mut users: BTreeMap<Digest, BTreeSet<&'r str>> = BTreeMap::new();
-    let mut roots: BTreeMap<Digest, BTreeSet<&'r str>> = BTreeMap::new();
-    for t in &repo.tags {
-        if let Ok(d) = t.current {
-            roots.entry(d).or_default().insert(t.name.as_str());
-        }
-    }
-    for (root, tags) in &roots {
-        let mut stack = vec![(*root, 0usize)];
-        let mut seen = BTreeSet::new();
-        while let Some((d, depth)) = stack.pop() {
-            if !seen.insert(d) {
-                continue;
-            }
-            users.entry(d).or_default().extend(tags.iter().copied());
-            if !cx.inventory.has_blob_data(&d) {
-                continue;
-            }
-            let Ok(m) = cx.manifests.get(&d) else {
-                continue;
-            };
-            if m.is_index() {
-                if depth < MAX_DEPTH {
-                    stack.extend(
-                        m.children()
-                            .iter()
-                            .filter_map(|c| c.sha256())
-                            .map(|c| (c, depth + 1)),
-                    );
-                }
-                continue;
-            }
-            let blobs = m.config.iter().chain(m.layers.iter().flatten());
-            for b in blobs.filter_map(|b| b.sha256()) {
-                users.entry(b).or_default().extend(tags.iter().copied());
-            }
-        }
-    }
-    users
-}
-
-/// `team/app:1.1, team/app:latest`, at most three, then how many more.
-fn tag_refs(repo: &str, tags: &[&str]) -> String {
-    const SHOWN: usize = 3;
-    let shown: Vec<String> = tags
-        .iter()
-        .take(SHOWN)
-        .map(|t| format!("{repo}:{t}"))
-        .collect();
-    let shown = shown.join(", ");
-    match tags.len().checked_sub(SHOWN) {
-        Some(more) if more > 0 => format!("{shown} and {more} more"),
-        _ => shown,
-    }
 }
 
 fn finding(
@@ -499,9 +425,12 @@ mod tests {
             config.to_string().as_bytes(),
         );
         // A current link written with `echo`.
-        tree.write(&current_link(repo, "latest"), format!("{m}\n").as_bytes());
+        tree.write(
+            &layout::tag_current_link(repo, "latest"),
+            format!("{m}\n").as_bytes(),
+        );
         // Garbage in a history entry.
-        tree.write(&index_link(repo, "1.1", &m), b"sha256:zzz");
+        tree.write(&layout::tag_index_link(repo, "1.1", &m), b"sha256:zzz");
         // A huge layer link.
         tree.write(&layout::layer_link(repo, &layers[1]), &[b'a'; 2000]);
         let out = run(&tree);
@@ -512,36 +441,38 @@ mod tests {
             .map(|f| (f.path.clone(), f.digest, details(f), f.message.clone()))
             .collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));
+        // `latest`'s current link ends with a newline, so Distribution cannot resolve it:
+        // only `1.1` reaches these links.
         let mut want = vec![
             (
                 layout::layer_link(repo, &layers[0]),
                 Some(layers[0]),
-                json!({"link": "layer", "problem": "empty", "tags": ["1.1", "latest"]}),
-                "layer link is empty (used by team/app/api:1.1, team/app/api:latest)".to_string(),
+                json!({"link": "layer", "problem": "empty", "tags": ["1.1"]}),
+                "layer link is empty (used by team/app/api:1.1)".to_string(),
             ),
             (
                 layout::layer_link(repo, &layers[1]),
                 Some(layers[1]),
-                json!({"link": "layer", "problem": "too_large", "tags": ["1.1", "latest"]}),
-                "layer link is larger than 1024 bytes (used by team/app/api:1.1, team/app/api:latest)".to_string(),
+                json!({"link": "layer", "problem": "too_large", "tags": ["1.1"]}),
+                "layer link is larger than 1024 bytes (used by team/app/api:1.1)".to_string(),
             ),
             (
                 layout::revision_link(repo, &m),
                 Some(m),
-                json!({"link": "revision", "problem": "other_digest", "tags": ["1.1", "latest"], "names": config.to_string()}),
+                json!({"link": "revision", "problem": "other_digest", "tags": ["1.1"], "names": config.to_string()}),
                 format!(
-                    "revision link names {}, not the digest of its directory (used by team/app/api:1.1, team/app/api:latest)",
+                    "revision link names {}, not the digest of its directory (used by team/app/api:1.1)",
                     config.short()
                 ),
             ),
             (
-                current_link(repo, "latest"),
+                layout::tag_current_link(repo, "latest"),
                 Some(m),
                 json!({"link": "tag_current", "problem": "trailing_newline", "tags": ["latest"], "names": m.to_string()}),
                 "current link of tag team/app/api:latest ends with a newline, which distribution does not accept".to_string(),
             ),
             (
-                index_link(repo, "1.1", &m),
+                layout::tag_index_link(repo, "1.1", &m),
                 Some(m),
                 json!({"link": "tag_index", "problem": "not_a_digest", "tags": ["1.1"], "content": "sha256:zzz"}),
                 "history link of tag team/app/api:1.1 does not hold a sha256 digest: \"sha256:zzz\"".to_string(),

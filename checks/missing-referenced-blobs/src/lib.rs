@@ -36,9 +36,6 @@ const FOREIGN_LAYERS: [&str; 4] = [
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 ];
 
-/// Indexes nest (an index may list indexes); deeper than this is not an image.
-const MAX_DEPTH: usize = 8;
-
 impl Check for MissingReferencedBlobs {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
         let per_repo: Vec<RepoResult> = cx
@@ -206,7 +203,7 @@ impl<'r> Walk<'_, 'r> {
             if self.indexes.insert(d) {
                 self.counts.indexes_inspected += 1;
             }
-            if depth >= MAX_DEPTH {
+            if depth >= regfsck_core::check::MAX_INDEX_DEPTH {
                 return;
             }
             for child in manifest.children() {
@@ -259,7 +256,7 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
     // dangling-tags' business.
     let mut roots: BTreeMap<Digest, BTreeSet<&str>> = BTreeMap::new();
     for tag in &repo.tags {
-        if let Ok(d) = tag.current
+        if let Some(d) = tag.current.digest()
             && repo.has_revision(&d)
             && cx.inventory.has_blob_data(&d)
         {
@@ -304,21 +301,6 @@ fn state(present: bool) -> &'static str {
     if present { "present" } else { "missing" }
 }
 
-/// `team/app:1.1, team/app:latest`, at most three, then how many more.
-fn tag_refs(repo: &str, tags: &BTreeSet<&str>) -> String {
-    const SHOWN: usize = 3;
-    let shown: Vec<String> = tags
-        .iter()
-        .take(SHOWN)
-        .map(|t| format!("{repo}:{t}"))
-        .collect();
-    let shown = shown.join(", ");
-    match tags.len().checked_sub(SHOWN) {
-        Some(more) if more > 0 => format!("{shown} and {more} more"),
-        _ => shown,
-    }
-}
-
 fn finding(
     cx: &CheckContext<'_>,
     repo: &Repository,
@@ -342,7 +324,7 @@ fn finding(
         "{} {} of {}{platforms} {what}",
         u.role.as_str(),
         blob.short(),
-        tag_refs(&repo.name, &u.tags),
+        regfsck_core::finding::tag_refs(&repo.name, &u.tags),
     );
     // The path is what is missing, the blob data first (restoring the link alone serves
     // nothing).

@@ -1,9 +1,11 @@
 //! The plugin interface: a [`Check`] reads one registry's inventory and returns findings.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::options::{CheckOptions, OptionSpec};
-use crate::{Finding, Inventory, ManifestCache, Problem, Storage, StorageError};
+use crate::scan::Repository;
+use crate::{Digest, Finding, Inventory, ManifestCache, Problem, Storage, StorageError};
 
 /// How far the policy lets a check go on a registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -100,7 +102,51 @@ pub struct CheckContext<'a> {
     pub options: &'a CheckOptions,
 }
 
+/// Indexes nest (an index may list indexes); deeper than this is not an image.
+pub const MAX_INDEX_DEPTH: usize = 8;
+
 impl CheckContext<'_> {
+    /// Every digest a tag of `repo` reaches (its manifest, index children, configs and
+    /// layers), with the tags reaching it. Manifests are read through the shared cache; an
+    /// unreadable one ends its branch (reporting it is the reading check's business).
+    pub fn tags_reaching<'r>(&self, repo: &'r Repository) -> BTreeMap<Digest, BTreeSet<&'r str>> {
+        let mut roots: BTreeMap<Digest, BTreeSet<&'r str>> = BTreeMap::new();
+        for t in &repo.tags {
+            if let Some(d) = t.current.digest() {
+                roots.entry(d).or_default().insert(t.name.as_str());
+            }
+        }
+        let mut users: BTreeMap<Digest, BTreeSet<&'r str>> = BTreeMap::new();
+        for (root, tags) in &roots {
+            let mut stack = vec![(*root, 0usize)];
+            let mut seen = BTreeSet::new();
+            while let Some((d, depth)) = stack.pop() {
+                if !seen.insert(d) {
+                    continue;
+                }
+                users.entry(d).or_default().extend(tags.iter().copied());
+                if !self.inventory.has_blob_data(&d) {
+                    continue;
+                }
+                let Ok(m) = self.manifests.get(&d) else {
+                    continue;
+                };
+                if m.is_index() {
+                    if depth < MAX_INDEX_DEPTH {
+                        let children = m.children().iter().filter_map(|c| c.sha256());
+                        stack.extend(children.map(|c| (c, depth + 1)));
+                    }
+                    continue;
+                }
+                let blobs = m.config.iter().chain(m.layers.iter().flatten());
+                for b in blobs.filter_map(|b| b.sha256()) {
+                    users.entry(b).or_default().extend(tags.iter().copied());
+                }
+            }
+        }
+        users
+    }
+
     /// A problem on this registry.
     pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) -> Problem {
         Problem {

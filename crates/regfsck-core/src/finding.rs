@@ -66,6 +66,24 @@ pub struct Problem {
     pub message: String,
 }
 
+/// `team/app:1.1, team/app:latest`: at most three, then how many more.
+pub fn tag_refs<I>(repo: &str, tags: I) -> String
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    const SHOWN: usize = 3;
+    let tags: Vec<String> = tags
+        .into_iter()
+        .map(|t| format!("{repo}:{}", t.as_ref()))
+        .collect();
+    let shown = tags[..tags.len().min(SHOWN)].join(", ");
+    match tags.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{shown} and {more} more"),
+        _ => shown,
+    }
+}
+
 impl Finding {
     pub fn new(
         check: &'static str,

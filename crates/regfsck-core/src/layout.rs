@@ -50,6 +50,14 @@ pub fn tags_dir(repo: &str) -> String {
     format!("{REPOSITORIES}/{repo}/_manifests/tags")
 }
 
+pub fn tag_current_link(repo: &str, tag: &str) -> String {
+    format!("{}/{tag}/current/link", tags_dir(repo))
+}
+
+pub fn tag_index_link(repo: &str, tag: &str, d: &Digest) -> String {
+    format!("{}/{tag}/index/sha256/{}/link", tags_dir(repo), d.hex())
+}
+
 pub fn uploads_dir(repo: &str) -> String {
     format!("{REPOSITORIES}/{repo}/_uploads")
 }

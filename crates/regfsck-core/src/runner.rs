@@ -215,6 +215,8 @@ pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunR
         .outcomes
         .sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
     report.problems.sort();
+    // Two checks reading the same unreadable manifest report it once.
+    report.problems.dedup();
     report.duration = started.elapsed();
     Ok(report)
 }

@@ -76,10 +76,30 @@ impl Repository {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
     pub name: String,
-    /// What `current/link` says, or why it could not be read.
-    pub current: Result<Digest, String>,
+    /// What `current/link` says.
+    pub current: CurrentLink,
     /// Digests under `index/sha256/` (the tag's history).
     pub index: Vec<Digest>,
+}
+
+/// The state of a tag's `current/link`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CurrentLink {
+    Names(Digest),
+    Missing,
+    /// Present but not a digest Distribution can parse (the reason).
+    Malformed(String),
+    /// Could not be read (also reported as a scan problem).
+    Unreadable(String),
+}
+
+impl CurrentLink {
+    pub fn digest(&self) -> Option<Digest> {
+        match self {
+            CurrentLink::Names(d) => Some(*d),
+            _ => None,
+        }
+    }
 }
 
 /// Scans one registry. Everything unreadable or out of place becomes a [`Problem`]; the scan
@@ -243,10 +263,10 @@ fn digest_dirs(storage: &dyn Storage, dir: &str, problems: &mut Vec<StorageError
     out
 }
 
-/// Parses a link file's content: `sha256:<hex>`, optionally followed by a newline.
+/// Parses a link file's content strictly, as Distribution's `digest.Parse` does:
+/// `sha256:<64 lowercase hex>` and nothing else (not even a trailing newline).
 pub fn parse_link(content: &[u8]) -> Result<Digest, String> {
     let text = std::str::from_utf8(content).map_err(|_| "link is not UTF-8".to_string())?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
     if text.is_empty() {
         return Err("link file is empty".into());
     }
@@ -270,11 +290,20 @@ fn tags(storage: &dyn Storage, repo: &str, problems: &mut Vec<StorageError>) -> 
         .into_iter()
         .filter(|e| e.kind == EntryKind::Dir && e.utf8)
         .map(|e| {
-            let link = format!("{dir}/{}/current/link", e.name);
+            let link = layout::tag_current_link(repo, &e.name);
             let current = match read_link(storage, &link) {
-                Ok(Some(r)) => r,
-                Ok(None) => Err("current/link is missing".into()),
-                Err(err) => Err(err.to_string()),
+                Ok(Some(Ok(d))) => CurrentLink::Names(d),
+                Ok(Some(Err(why))) => CurrentLink::Malformed(why),
+                Ok(None) => CurrentLink::Missing,
+                // A link is 71 bytes: past the read limit it is garbage, not an I/O failure.
+                Err(StorageError::TooLarge { limit, .. }) => {
+                    CurrentLink::Malformed(format!("link file is larger than {limit} bytes"))
+                }
+                Err(err) => {
+                    let why = err.reason();
+                    problems.push(err);
+                    CurrentLink::Unreadable(why)
+                }
             };
             let index = digest_dirs(storage, &format!("{dir}/{}/index/sha256", e.name), problems);
             Tag {
@@ -356,9 +385,9 @@ mod tests {
             parse_link(format!("sha256:{d}").as_bytes()).map(|d| d.hex()),
             Ok(d.clone())
         );
-        assert_eq!(
-            parse_link(format!("sha256:{d}\n").as_bytes()).map(|d| d.hex()),
-            Ok(d.clone())
+        assert!(
+            parse_link(format!("sha256:{d}\n").as_bytes()).is_err(),
+            "go-digest rejects a trailing newline"
         );
         assert!(parse_link(b"").is_err());
         assert!(parse_link(b"\xff\xfe").is_err());

@@ -6,6 +6,10 @@ pub mod exit;
 /// binary that calls [`main`] (the linker drops crates nothing names); the `registered_ids`
 /// test fails if one goes missing.
 mod builtin {
+    use corrupt_blobs as _;
+    use dangling_tags as _;
+    use invalid_links as _;
+    use missing_referenced_blobs as _;
     use orphan_index_children as _;
     use orphan_layer_links as _;
 }
