@@ -1,2 +1,4 @@
 mod cli;
+mod differential;
 mod safety;
+mod tree;
