@@ -25,6 +25,18 @@ pub const DEFAULT_MAX_REMOVALS: u64 = 10_000;
 /// 4 links after a GC is plausible).
 pub const SHARE_GUARD_MIN: u64 = 10;
 
+/// Told what the run is doing, for a progress indicator. Every method has a no-op default.
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// Scanning registry `index` (0-based) of `total`.
+    fn registry(&self, name: &str, index: usize, total: usize) {
+        let _ = (name, index, total);
+    }
+    /// `done` of `total` fixes applied on the current registry.
+    fn fixing(&self, done: usize, total: usize) {
+        let _ = (done, total);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub root: PathBuf,
@@ -34,6 +46,7 @@ pub struct RunOptions {
     pub audit: Option<Arc<AuditLog>>,
     /// Set by a signal handler: stop between two removals, scan no further registry.
     pub cancel: Option<Arc<AtomicBool>>,
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 impl RunOptions {
@@ -107,6 +120,8 @@ pub struct RegistrySummary {
     pub removed: usize,
     /// Why fixes were refused on this registry, if they were.
     pub fix_refused: Option<String>,
+    /// What the scan listed: repositories, layer_links, revisions, tags, uploads, blobs.
+    pub scanned: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,7 +214,10 @@ pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunR
             ));
         }
     }
-    for name in &names {
+    for (index, name) in names.iter().enumerate() {
+        if let Some(p) = &opts.progress {
+            p.registry(name, index, names.len());
+        }
         if opts.cancelled() {
             report.interrupted = true;
             report.warnings.push(format!(
@@ -252,6 +270,7 @@ pub fn run_registry(
         checks: Default::default(),
         removed: 0,
         fix_refused: None,
+        scanned: Default::default(),
     };
     if enabled.is_empty() {
         report.registries.push(summary);
@@ -262,6 +281,18 @@ pub fn run_registry(
         .fold(Needs::NONE, |n, (r, _)| n.with(r.info.needs));
     let (inventory, problems) = scan::scan(name, storage, needs);
     report.problems.extend(problems);
+    let repos = &inventory.repositories;
+    let count = |f: fn(&scan::Repository) -> usize| repos.iter().map(f).sum::<usize>() as u64;
+    summary.scanned = [
+        ("repositories", repos.len() as u64),
+        ("layer_links", count(|r| r.layers.len())),
+        ("revisions", count(|r| r.revisions.len())),
+        ("tags", count(|r| r.tags.len())),
+        ("uploads", count(|r| r.uploads.len())),
+        ("blobs", inventory.blobs.len() as u64),
+    ]
+    .into_iter()
+    .collect();
     if !inventory.blob_store_present && !inventory.repositories.is_empty() {
         let reason = format!(
             "{}/{} is missing while repositories exist: is the blob store mounted?",
@@ -372,7 +403,13 @@ fn remediate(
     opts: &RunOptions,
 ) {
     let grace = settings.grace.unwrap_or(DEFAULT_GRACE);
-    for o in outcomes.iter_mut().filter(|o| fixable(o)) {
+    let total = outcomes.iter().filter(|o| fixable(o)).count();
+    for (done, o) in outcomes.iter_mut().filter(|o| fixable(o)).enumerate() {
+        if let Some(p) = &opts.progress
+            && !opts.dry_run
+        {
+            p.fixing(done, total);
+        }
         if let Some(reason) = refused {
             o.action = Action::Refused;
             o.note = Some(reason.clone());

@@ -17,6 +17,8 @@ mod builtin {
 pub mod explain;
 pub mod human;
 pub mod json;
+pub mod metrics;
+pub mod progress;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use regfsck_core::audit::{self, AuditLog};
 use regfsck_core::check;
 use regfsck_core::lock::{self, LockError, RootLock};
@@ -66,6 +68,10 @@ pub enum Command {
     },
     /// Re-create what a run removed, from the audit log; never overwrites anything.
     Undo(UndoArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +108,13 @@ pub struct RunArgs {
     /// Render every finding as a full diagnostic with the evidence and what to do.
     #[arg(long)]
     pub explain: bool,
+    /// Print nothing unless something needs a human: findings left, scan problems, or links
+    /// removed (restart the registry). Exit codes are unchanged. For cron.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Also write Prometheus metrics here (node_exporter textfile collector), atomically.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +143,25 @@ pub fn execute(cli: Cli) -> ExitStatus {
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Undo(args) => undo(&args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "regfsck", &mut out);
+            print(&String::from_utf8_lossy(&out));
+            ExitStatus::Clean
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => {
+                    print(&String::from_utf8_lossy(&out));
+                    ExitStatus::Clean
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitStatus::Usage
+                }
+            }
+        }
         Command::Checks { format } => {
             print(&list_checks(format));
             ExitStatus::Clean
@@ -235,29 +267,30 @@ fn run(args: &RunArgs) -> ExitStatus {
     };
     let cancel = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&cancel);
+    let spinner = (!args.quiet && args.format == Format::Human)
+        .then(progress::Spinner::on_terminal)
+        .flatten()
+        .map(Arc::new);
     let opts = RunOptions {
         root,
         dry_run: args.dry_run,
         run_id: runner::new_run_id(),
         audit,
         cancel: Some(cancel),
+        progress: spinner.clone().map(|s| s as Arc<dyn runner::Progress>),
     };
-    let report = match runner::run(&file, policy, &opts) {
+    let result = runner::run(&file, policy, &opts);
+    if let Some(s) = &spinner {
+        s.finish();
+    }
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitStatus::ScanErrors;
         }
     };
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
-    print(&match args.format {
-        Format::Json => json::render(&report),
-        Format::Human => human::render(&report, args.explain),
-    });
-    if report.interrupted {
-        eprintln!("regfsck: interrupted; the audit log is complete up to the last removal");
+    let status = if report.interrupted {
         ExitStatus::Interrupted
     } else if !report.problems.is_empty() {
         ExitStatus::ScanErrors
@@ -265,7 +298,28 @@ fn run(args: &RunArgs) -> ExitStatus {
         ExitStatus::Findings
     } else {
         ExitStatus::Clean
+    };
+    // --quiet: cron mails only when a human has something to do.
+    let speak =
+        !args.quiet || status != ExitStatus::Clean || report.count(runner::Action::Removed) > 0;
+    if speak {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        print(&match args.format {
+            Format::Json => json::render(&report),
+            Format::Human => human::render(&report, args.explain),
+        });
     }
+    if let Some(path) = &args.metrics_file
+        && let Err(e) = metrics::write(path, &report, status)
+    {
+        eprintln!("error: cannot write metrics file {}: {e}", path.display());
+    }
+    if report.interrupted {
+        eprintln!("regfsck: interrupted; the audit log is complete up to the last removal");
+    }
+    status
 }
 
 /// `--root`, else the policy's `root`; says what is missing when neither is set.

@@ -1,4 +1,3 @@
 mod cli;
-mod differential;
+mod ops;
 mod safety;
-mod tree;
