@@ -1,3 +1,5 @@
 mod cli;
+mod differential;
 mod ops;
 mod safety;
+mod tree;
