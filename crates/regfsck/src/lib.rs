@@ -12,6 +12,7 @@ mod builtin {
     use missing_referenced_blobs as _;
     use orphan_index_children as _;
     use orphan_layer_links as _;
+    use stale_uploads as _;
 }
 
 pub mod explain;
