@@ -702,6 +702,7 @@ mod tests {
             run_id: format!("test-{grace}"),
             audit: Some(Arc::new(AuditLog::open(audit).expect("audit log"))),
             cancel: None,
+            progress: None,
         };
         runner::run(&file, &file.policies["fix"], &opts).expect("run")
     }
