@@ -1,0 +1,405 @@
+//! `unreferenced-blobs`: blobs that no manifest, index or link of any repository reaches,
+//! what a garbage collection would sweep, and the bytes that would free.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use regfsck_core::manifest::{Descriptor, ManifestError};
+use regfsck_core::storage::EntryKind;
+use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Finding, Manifest, Problem, layout};
+
+pub const ID: &str = "unreferenced-blobs";
+
+pub struct UnreferencedBlobs;
+
+regfsck_core::declare_check! {
+    check: UnreferencedBlobs,
+    id: "unreferenced-blobs",
+    summary: "blobs no manifest, index or link references: what garbage-collect would sweep (disk use)",
+    explanation: include_str!("../EXPLAIN.md"),
+    help: "run the registry's garbage-collect (read-only mode or stopped) to free them; look first at why they lost their references",
+    max_level: Warn,
+    needs: [LAYERS, REVISIONS, TAGS],
+}
+
+impl Check for UnreferencedBlobs {
+    fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
+        let mut out = CheckOutput::default();
+        let mut walk = Walk {
+            cx,
+            marks: vec![Mark::None; cx.inventory.blobs.len()],
+            visited: HashSet::new(),
+            manifests: 0,
+            problems: Vec::new(),
+        };
+        let repos = &cx.inventory.repositories;
+        // What garbage-collect marks: every manifest revision and what it references,
+        // recursively through indexes.
+        walk.traverse(
+            repos.iter().flat_map(|r| r.revisions.iter().copied()),
+            Mark::Manifest,
+        );
+        // What else the registry can still be asked for: tagged manifests (and what they
+        // reference) and layer links.
+        walk.traverse(
+            repos.iter().flat_map(|r| {
+                r.tags.iter().flat_map(|t| {
+                    t.current
+                        .digest()
+                        .into_iter()
+                        .chain(t.index.iter().copied())
+                })
+            }),
+            Mark::Link,
+        );
+        for d in repos.iter().flat_map(|r| &r.layers) {
+            walk.mark(d, Mark::Link);
+        }
+
+        let (mut checked, mut unreferenced_bytes) = (0u64, 0u64);
+        let (mut link_only, mut link_only_bytes) = (0u64, 0u64);
+        for (blob, mark) in cx.inventory.blobs.iter().zip(&walk.marks) {
+            let Some(meta) = blob.data.filter(|m| m.kind == EntryKind::File) else {
+                continue; // nothing GC would free; other checks look at odd data files
+            };
+            checked += 1;
+            match mark {
+                Mark::Manifest => {}
+                Mark::Link => {
+                    link_only += 1;
+                    link_only_bytes += meta.size;
+                }
+                Mark::None => {
+                    unreferenced_bytes += meta.size;
+                    let path = layout::blob_dir(&blob.digest);
+                    let mut f = Finding::new(
+                        ID,
+                        cx.registry,
+                        "",
+                        path,
+                        format!(
+                            "blob referenced by no manifest, index or link ({} bytes)",
+                            meta.size
+                        ),
+                    )
+                    .digest(blob.digest)
+                    .detail("size", meta.size);
+                    if let Some(t) = meta.modified {
+                        f = f.detail("modified", humantime::format_rfc3339_seconds(t).to_string());
+                    }
+                    out.findings.push(f.evidence(
+                        layout::blob_data(&blob.digest),
+                        true,
+                        format!("{} bytes nothing refers to", meta.size),
+                    ));
+                }
+            }
+        }
+        out.problems = walk.problems;
+        let unreferenced = out.findings.len() as u64;
+        out.counters = vec![
+            ("blobs_checked", checked),
+            ("manifests_inspected", walk.manifests),
+            ("unreferenced", unreferenced),
+            ("bytes_unreferenced", unreferenced_bytes),
+            ("link_only", link_only),
+            ("bytes_link_only", link_only_bytes),
+        ];
+        out
+    }
+}
+
+/// How a blob is reached; the strongest way wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mark {
+    None,
+    /// Only through a layer link or a tag: garbage-collect would still sweep it.
+    Link,
+    /// Through a manifest revision: garbage-collect keeps it.
+    Manifest,
+}
+
+struct Walk<'c, 'a> {
+    cx: &'c CheckContext<'a>,
+    /// One per `cx.inventory.blobs` entry.
+    marks: Vec<Mark>,
+    /// Manifests already expanded (or found not to be readable).
+    visited: HashSet<Digest>,
+    manifests: u64,
+    problems: Vec<Problem>,
+}
+
+impl Walk<'_, '_> {
+    fn mark(&mut self, d: &Digest, how: Mark) {
+        if let Ok(i) = self
+            .cx
+            .inventory
+            .blobs
+            .binary_search_by(|b| b.digest.cmp(d))
+        {
+            self.marks[i] = self.marks[i].max(how);
+        }
+    }
+
+    /// Marks `roots` and everything their manifests reference, one level of indexes at a
+    /// time, reading each level's manifests in parallel through the shared cache.
+    fn traverse(&mut self, roots: impl Iterator<Item = Digest>, how: Mark) {
+        let mut frontier: Vec<Digest> = roots.filter(|d| self.visited.insert(*d)).collect();
+        while !frontier.is_empty() {
+            for d in &frontier {
+                self.mark(d, how);
+            }
+            let cx = self.cx;
+            let read: Vec<(Digest, Result<Arc<Manifest>, ManifestError>)> = frontier
+                .par_iter()
+                .filter(|d| cx.inventory.has_blob_data(d))
+                .map(|d| (*d, cx.manifests.get(d)))
+                .collect();
+            let mut next = Vec::new();
+            for (d, manifest) in read {
+                let manifest = match manifest {
+                    Ok(m) => m,
+                    Err(ManifestError::Missing) => continue,
+                    Err(e) => {
+                        self.problems.push(cx.problem(
+                            layout::blob_data(&d),
+                            format!(
+                                "manifest {}: {e} (blobs only it references are reported as unreferenced)",
+                                d.short()
+                            ),
+                        ));
+                        continue;
+                    }
+                };
+                self.manifests += 1;
+                let refs = manifest
+                    .config
+                    .iter()
+                    .chain(manifest.layers.iter().flatten());
+                for r in refs {
+                    if let Some(rd) = self.reference(&d, r) {
+                        self.mark(&rd, how);
+                    }
+                }
+                for child in manifest.children() {
+                    if let Some(cd) = self.reference(&d, child)
+                        && self.visited.insert(cd)
+                    {
+                        next.push(cd);
+                    }
+                }
+            }
+            frontier = next;
+        }
+    }
+
+    /// A descriptor's sha256 digest; a malformed one is a problem, another algorithm is
+    /// simply not in this blob store.
+    fn reference(&mut self, manifest: &Digest, r: &Descriptor) -> Option<Digest> {
+        let d = r.sha256();
+        if d.is_none() && r.digest.starts_with("sha256:") {
+            self.problems.push(self.cx.problem(
+                layout::blob_data(manifest),
+                format!(
+                    "manifest {} references a malformed digest {:?}",
+                    manifest.short(),
+                    r.digest.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use regfsck_core::check;
+    use regfsck_core::testing::{Tree, digest_of, image_manifest, index_json, run_check};
+
+    use super::*;
+
+    fn run(tree: &Tree) -> CheckOutput {
+        run_check(check::find(ID).expect("registered"), "private", tree, None)
+    }
+
+    fn reported(out: &CheckOutput) -> Vec<Digest> {
+        out.findings.iter().filter_map(|f| f.digest).collect()
+    }
+
+    fn counters(out: &CheckOutput) -> Vec<(&'static str, u64)> {
+        out.counters.clone()
+    }
+
+    #[test]
+    fn a_healthy_registry_has_nothing_unreferenced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let (amd, _, _) = tree.image("team/app", &[b"base", b"amd64 bits"]);
+        let (arm, _, _) = tree.image("team/app", &[b"base", b"arm64 bits"]);
+        let index = tree.index(
+            "team/app",
+            None,
+            &[(amd, "linux", "amd64"), (arm, "linux", "arm64")],
+        );
+        tree.tag("team/app", "v1", &index);
+        let out = run(&tree);
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        // 1 config (the same for both) + 3 layers + 2 manifests + 1 index
+        assert_eq!(
+            counters(&out),
+            vec![
+                ("blobs_checked", 7),
+                ("manifests_inspected", 3),
+                ("unreferenced", 0),
+                ("bytes_unreferenced", 0),
+                ("link_only", 0),
+                ("bytes_link_only", 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_blobs_nothing_reaches_with_their_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        tree.image("team/app", &[b"kept"]);
+        let stray = tree.blob(b"left behind by a deleted image");
+        let also = tree.blob(b"another one");
+        // A blob directory without data frees nothing.
+        std::fs::create_dir_all(tree.path(&layout::blob_dir(&digest_of(b"no data"))))
+            .expect("mkdir");
+
+        let out = run(&tree);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let mut want = vec![stray, also];
+        want.sort();
+        let mut got = reported(&out);
+        got.sort();
+        assert_eq!(got, want);
+        let f = out
+            .findings
+            .iter()
+            .find(|f| f.digest == Some(stray))
+            .expect("finding");
+        assert_eq!(f.path, layout::blob_dir(&stray));
+        assert_eq!(f.repository, "");
+        assert_eq!(
+            f.message,
+            "blob referenced by no manifest, index or link (30 bytes)"
+        );
+        assert_eq!(f.details["size"], 30);
+        assert!(
+            f.details["modified"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+        assert!(f.fix.is_none());
+        let c = counters(&out);
+        assert!(c.contains(&("unreferenced", 2)), "{c:?}");
+        assert!(c.contains(&("bytes_unreferenced", 41)), "{c:?}");
+        assert!(c.contains(&("blobs_checked", 5)), "{c:?}");
+    }
+
+    #[test]
+    fn every_kind_of_reference_keeps_a_blob() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        // Only a layer link: reached, but GC would sweep it (link_only).
+        let linked = tree.blob(b"uploaded, never in a manifest");
+        tree.layer_link("a", &linked);
+        // Config and layer reached only from a manifest (their layer links are gone).
+        let (_, config, layers) = tree.image("a", &[b"layer of a"]);
+        tree.remove(&layout::layer_link_dir("a", &config));
+        tree.remove(&layout::layer_link_dir("a", &layers[0]));
+        // A child reached only through an index whose child revision link is gone; its
+        // config and layers through the child manifest.
+        let c_cfg = tree.blob(b"{\"child\":true}");
+        let c_layer = tree.blob(b"child layer");
+        let child = tree.blob(image_manifest(&c_cfg, 14, &[(c_layer, 11)]).as_bytes());
+        tree.index("a", None, &[(child, "linux", "arm64")]);
+        // A manifest reached only through a tag, not a revision: its blobs count as links.
+        let t_layer = tree.blob(b"tagged only");
+        let t_cfg = tree.blob(b"{}");
+        let tagged = tree.blob(image_manifest(&t_cfg, 2, &[(t_layer, 11)]).as_bytes());
+        tree.tag("b", "old", &tagged);
+
+        let out = run(&tree);
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let c = counters(&out);
+        // linked, tagged manifest, its config and its layer.
+        assert!(c.contains(&("link_only", 4)), "{c:?}");
+        let bytes = 29 + 2 + 11 + image_manifest(&t_cfg, 2, &[(t_layer, 11)]).len() as u64;
+        assert!(c.contains(&("bytes_link_only", bytes)), "{c:?}");
+        // image manifest, index, child, tagged manifest
+        assert!(c.contains(&("manifests_inspected", 4)), "{c:?}");
+    }
+
+    #[test]
+    fn a_manifest_that_cannot_be_read_is_a_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let garbage = tree.blob(b"not json at all");
+        tree.revision("a", &garbage);
+        let bad_ref = tree.blob(
+            format!(
+                "{{\"schemaVersion\":2,\"config\":{{\"digest\":\"sha256:abc\"}},\"layers\":[{{\"digest\":\"sha512:{}\"}}]}}",
+                "0".repeat(128)
+            )
+            .as_bytes(),
+        );
+        tree.revision("a", &bad_ref);
+        // An index whose child's blob is gone: nothing to read, and not a problem here.
+        let gone = digest_of(b"never stored");
+        let partial = tree.blob(index_json(None, &[(gone, "linux", "amd64")]).as_bytes());
+        tree.revision("a", &partial);
+        let stray = tree.blob(b"stray");
+
+        let out = run(&tree);
+        assert_eq!(reported(&out), vec![stray]);
+        let mut problems: Vec<(String, String)> = out
+            .problems
+            .iter()
+            .map(|p| (p.path.clone(), p.message.clone()))
+            .collect();
+        problems.sort();
+        let mut want = vec![
+            (
+                layout::blob_data(&garbage),
+                format!(
+                    "manifest {}: not a manifest: expected ident at line 1 column 2 (blobs only it references are reported as unreferenced)",
+                    garbage.short()
+                ),
+            ),
+            (
+                layout::blob_data(&bad_ref),
+                format!(
+                    "manifest {} references a malformed digest \"sha256:abc\"",
+                    bad_ref.short()
+                ),
+            ),
+        ];
+        want.sort();
+        assert_eq!(problems, want);
+    }
+
+    #[test]
+    fn manifests_reached_twice_are_read_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        // outer lists inner and leaf, inner lists leaf: leaf is reached three ways.
+        let (leaf, _, _) = tree.image("a", &[b"leaf"]);
+        let inner = tree.index("a", None, &[(leaf, "linux", "amd64")]);
+        let outer = tree.index(
+            "a",
+            None,
+            &[(inner, "linux", "amd64"), (leaf, "linux", "arm64")],
+        );
+        tree.tag("a", "v1", &outer);
+        let out = run(&tree);
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+        assert!(counters(&out).contains(&("manifests_inspected", 3)));
+    }
+}
