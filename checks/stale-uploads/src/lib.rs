@@ -697,12 +697,8 @@ mod tests {
         );
         let file = PolicyFile::parse(Path::new("policy.toml"), &toml, Some("fix")).expect("policy");
         let opts = RunOptions {
-            root: data_root.to_path_buf(),
-            dry_run: false,
-            run_id: format!("test-{grace}"),
             audit: Some(Arc::new(AuditLog::open(audit).expect("audit log"))),
-            cancel: None,
-            progress: None,
+            ..RunOptions::new(data_root, format!("test-{grace}"))
         };
         runner::run(&file, &file.policies["fix"], &opts).expect("run")
     }

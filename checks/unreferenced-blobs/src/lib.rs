@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use regfsck_core::manifest::{Descriptor, ManifestError};
+use regfsck_core::manifest::ManifestError;
 use regfsck_core::storage::EntryKind;
 use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Finding, Manifest, Problem, layout};
 
@@ -173,17 +173,13 @@ impl Walk<'_, '_> {
                     }
                 };
                 self.manifests += 1;
-                let refs = manifest
-                    .config
-                    .iter()
-                    .chain(manifest.layers.iter().flatten());
-                for r in refs {
+                for r in manifest.blob_references() {
                     if let Some(rd) = self.reference(&d, r) {
                         self.mark(&rd, how);
                     }
                 }
                 for child in manifest.children() {
-                    if let Some(cd) = self.reference(&d, child)
+                    if let Some(cd) = self.reference(&d, &child.digest)
                         && self.visited.insert(cd)
                     {
                         next.push(cd);
@@ -194,17 +190,17 @@ impl Walk<'_, '_> {
         }
     }
 
-    /// A descriptor's sha256 digest; a malformed one is a problem, another algorithm is
+    /// A reference's sha256 digest; a malformed one is a problem, another algorithm is
     /// simply not in this blob store.
-    fn reference(&mut self, manifest: &Digest, r: &Descriptor) -> Option<Digest> {
-        let d = r.sha256();
-        if d.is_none() && r.digest.starts_with("sha256:") {
+    fn reference(&mut self, manifest: &Digest, digest: &str) -> Option<Digest> {
+        let d = Digest::parse(digest);
+        if d.is_none() && digest.starts_with("sha256:") {
             self.problems.push(self.cx.problem(
                 layout::blob_data(manifest),
                 format!(
                     "manifest {} references a malformed digest {:?}",
                     manifest.short(),
-                    r.digest.chars().take(80).collect::<String>()
+                    digest.chars().take(80).collect::<String>()
                 ),
             ));
         }
@@ -369,7 +365,7 @@ mod tests {
             (
                 layout::blob_data(&garbage),
                 format!(
-                    "manifest {}: not a manifest: expected ident at line 1 column 2 (blobs only it references are reported as unreferenced)",
+                    "manifest {}: not a manifest: a manifest is a JSON object (blobs only it references are reported as unreferenced)",
                     garbage.short()
                 ),
             ),

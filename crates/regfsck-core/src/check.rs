@@ -138,8 +138,7 @@ impl CheckContext<'_> {
                     }
                     continue;
                 }
-                let blobs = m.config.iter().chain(m.layers.iter().flatten());
-                for b in blobs.filter_map(|b| b.sha256()) {
+                for b in m.blob_references().filter_map(Digest::parse) {
                     users.entry(b).or_default().extend(tags.iter().copied());
                 }
             }

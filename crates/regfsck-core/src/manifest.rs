@@ -70,10 +70,31 @@ pub struct Manifest {
     pub config: Option<Descriptor>,
     #[serde(default)]
     pub layers: Option<Vec<Descriptor>>,
+    /// OCI artifacts: the manifest this one refers to (signatures, SBOMs).
+    #[serde(default)]
+    pub subject: Option<Descriptor>,
+    /// OCI artifact manifests list their content here.
+    #[serde(default)]
+    pub blobs: Option<Vec<Descriptor>>,
+    /// Docker schema 1: layers as `{"blobSum": "sha256:…"}`.
+    #[serde(default)]
+    pub fs_layers: Option<Vec<FsLayer>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FsLayer {
+    pub blob_sum: String,
 }
 
 impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        // serde would read a struct from a JSON array in field order; a manifest is an object.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            use serde::de::Error as _;
+            return Err(serde_json::Error::custom("a manifest is a JSON object"));
+        }
         serde_json::from_slice(bytes)
     }
 
@@ -85,6 +106,19 @@ impl Manifest {
             Some(_) => false,
             None => self.manifests.is_some(),
         }
+    }
+
+    /// The blob digests (as written) an image or artifact manifest needs: config, layers,
+    /// artifact blobs and schema 1 layers. Index children and `subject` are not blobs it
+    /// needs (see [`Manifest::children`]).
+    pub fn blob_references(&self) -> impl Iterator<Item = &str> {
+        let descriptors = self
+            .config
+            .iter()
+            .chain(self.layers.iter().flatten())
+            .chain(self.blobs.iter().flatten())
+            .map(|d| d.digest.as_str());
+        descriptors.chain(self.fs_layers.iter().flatten().map(|l| l.blob_sum.as_str()))
     }
 
     /// The child descriptors of an index (empty for anything else).
@@ -189,8 +223,26 @@ mod tests {
     }
 
     #[test]
+    fn lists_every_blob_a_manifest_needs() {
+        let schema1 =
+            r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:aa"},{"blobSum":"sha256:bb"}]}"#;
+        let m = Manifest::parse(schema1.as_bytes()).expect("parses");
+        assert_eq!(
+            m.blob_references().collect::<Vec<_>>(),
+            ["sha256:aa", "sha256:bb"]
+        );
+        let artifact = r#"{"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l"}],"blobs":[{"digest":"sha256:b"}],"subject":{"digest":"sha256:s"}}"#;
+        let m = Manifest::parse(artifact.as_bytes()).expect("parses");
+        assert_eq!(
+            m.blob_references().collect::<Vec<_>>(),
+            ["sha256:c", "sha256:l", "sha256:b"]
+        );
+    }
+
+    #[test]
     fn rejects_non_manifests() {
         for bad in [
+            "[2, null, [{\"digest\":\"sha256:00\"}]]",
             "[1,2]",
             "not json",
             r#"{"manifests":[1]}"#,

@@ -40,7 +40,36 @@ pub struct RegistrySettings {
     pub max_removals: Option<u64>,
     /// A fix that would remove more than this share (0–1) of a registry's links is refused.
     pub max_removal_share: Option<f64>,
+    /// Where the registry's storage is, when it is not `<root>/<name>` on this host.
+    pub storage: Option<StorageSpec>,
 }
+
+/// An object-store registry: `storage = "s3://bucket/rootdirectory"`, or the registry's own
+/// `config.yml` (`registry-config`), plus connection settings. Credentials never come from
+/// the policy: the backend reads the usual environment variables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageSpec {
+    pub url: Option<String>,
+    pub registry_config: Option<PathBuf>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+    pub allow_http: Option<bool>,
+    pub max_requests_per_second: Option<u32>,
+    pub concurrency: Option<u32>,
+}
+
+/// The keys of `[registries.<name>]` that describe storage.
+const STORAGE_KEYS: [&str; 8] = [
+    "storage",
+    "registry-config",
+    "endpoint",
+    "region",
+    "path-style",
+    "allow-http",
+    "max-requests-per-second",
+    "concurrency",
+];
 
 /// One named policy (`[policies.daily]`).
 #[derive(Debug, Clone)]
@@ -119,7 +148,7 @@ impl PolicyFile {
                 "audit-log" => file.audit_log = v.string(value).map(PathBuf::from),
                 "registries" => {
                     for (name, settings) in v.table(value) {
-                        let s = v.registry_settings(settings);
+                        let s = v.registry_settings(name, settings);
                         file.registries.insert(name.get_ref().to_string(), s);
                     }
                 }
@@ -226,10 +255,84 @@ impl Validator {
         }
     }
 
-    fn registry_settings(&mut self, body: &Value<'_>) -> RegistrySettings {
+    fn registry_settings(&mut self, name: &Key<'_>, body: &Value<'_>) -> RegistrySettings {
         let mut s = RegistrySettings::default();
+        let mut spec = StorageSpec::default();
+        let mut located: Option<&str> = None;
         for (key, value) in self.table(body) {
-            match key.get_ref().as_ref() {
+            let k = key.get_ref().as_ref();
+            if STORAGE_KEYS.contains(&k) && name.get_ref().as_ref() == ANY {
+                self.problem(
+                    Some(key.span()),
+                    format!("`{k}` belongs to one registry, not to \"*\""),
+                    "storage is set per registry",
+                    Some("move it under [registries.<name>]".into()),
+                );
+                continue;
+            }
+            match k {
+                "storage" | "registry-config" => {
+                    if let Some(first) = located {
+                        self.problem(
+                            Some(key.span()),
+                            format!("`{k}` and `{first}` both say where the storage is"),
+                            "give one of them",
+                            None,
+                        );
+                        continue;
+                    }
+                    located = Some(if k == "storage" {
+                        "storage"
+                    } else {
+                        "registry-config"
+                    });
+                    let Some(text) = self.string(value) else {
+                        continue;
+                    };
+                    if k == "storage" {
+                        let bucket = text
+                            .strip_prefix("s3://")
+                            .map(|r| r.split('/').next().unwrap_or(""));
+                        if bucket.is_none_or(str::is_empty) {
+                            self.problem(
+                                Some(value.span()),
+                                format!("unsupported storage URL `{text}`"),
+                                "expected s3://bucket[/rootdirectory]",
+                                Some("local registries need no `storage`: they live in <root>/<name>".into()),
+                            );
+                            continue;
+                        }
+                        spec.url = Some(text);
+                    } else {
+                        if !Path::new(&text).is_file() {
+                            self.problem(
+                                Some(value.span()),
+                                format!("registry config `{text}` is not a readable file"),
+                                "no such file",
+                                None,
+                            );
+                            continue;
+                        }
+                        spec.registry_config = Some(PathBuf::from(text));
+                    }
+                }
+                "endpoint" => spec.endpoint = self.string(value),
+                "region" => spec.region = self.string(value),
+                "path-style" => spec.path_style = self.boolean(value),
+                "allow-http" => spec.allow_http = self.boolean(value),
+                "max-requests-per-second" | "concurrency" => {
+                    let n = value
+                        .get_ref()
+                        .as_integer()
+                        .and_then(integer)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n > 0);
+                    match n {
+                        Some(n) if k == "concurrency" => spec.concurrency = Some(n),
+                        Some(n) => spec.max_requests_per_second = Some(n),
+                        None => self.expected(value, "a whole number above 0"),
+                    }
+                }
                 "grace" => s.grace = self.duration(value),
                 "max-removals" => match value.get_ref().as_integer().and_then(|i| integer(i)) {
                     Some(n) if n >= 0 => s.max_removals = Some(n.unsigned_abs()),
@@ -244,11 +347,32 @@ impl Validator {
                     _ => self.expected(value, "a share between 0.0 and 1.0"),
                 },
                 other => {
-                    self.unknown_key(key, other, &["grace", "max-removals", "max-removal-share"])
+                    let mut valid = vec!["grace", "max-removals", "max-removal-share"];
+                    valid.extend(STORAGE_KEYS);
+                    self.unknown_key(key, other, &valid)
                 }
             }
         }
+        if spec != StorageSpec::default() {
+            if located.is_none() {
+                self.problem(
+                    Some(name.span()),
+                    "connection settings without `storage` or `registry-config`".into(),
+                    "this registry has S3 settings but no bucket",
+                    Some("add storage = \"s3://bucket/rootdirectory\" or registry-config = \"/etc/docker/registry/config.yml\"".into()),
+                );
+            }
+            s.storage = Some(spec);
+        }
         s
+    }
+
+    fn boolean(&mut self, value: &Value<'_>) -> Option<bool> {
+        let b = value.get_ref().as_bool();
+        if b.is_none() {
+            self.expected(value, "true or false");
+        }
+        b
     }
 
     fn duration(&mut self, value: &Value<'_>) -> Option<Duration> {

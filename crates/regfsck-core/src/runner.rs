@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::audit::{self, AuditLog, Event, Record};
 use crate::check::{self, Registration};
 use crate::finding::{Applicability, FixAction};
-use crate::policy::{ANY, Policy, PolicyFile, RegistrySettings};
+use crate::policy::{ANY, Policy, PolicyFile, RegistrySettings, StorageSpec};
 use crate::{
     CheckContext, Finding, FsStorage, Level, ManifestCache, Needs, Problem, Storage, layout, scan,
 };
@@ -37,7 +37,11 @@ pub trait Progress: Send + Sync + std::fmt::Debug {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Opens a registry whose storage the policy places elsewhere than `<root>/<name>` (an
+/// object store); provided by the binary that links the backend.
+pub type OpenStorage = dyn Fn(&str, &StorageSpec) -> Result<Box<dyn Storage>, String> + Send + Sync;
+
+#[derive(Clone)]
 pub struct RunOptions {
     pub root: PathBuf,
     pub dry_run: bool,
@@ -47,9 +51,34 @@ pub struct RunOptions {
     /// Set by a signal handler: stop between two removals, scan no further registry.
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<Arc<dyn Progress>>,
+    pub open_storage: Option<Arc<OpenStorage>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("root", &self.root)
+            .field("dry_run", &self.dry_run)
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunOptions {
+    /// A run that fixes (no dry run) on `root`, without an audit log (so it removes
+    /// nothing), signals, progress or object stores: set what you need.
+    pub fn new(root: impl Into<PathBuf>, run_id: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            dry_run: false,
+            run_id: run_id.into(),
+            audit: None,
+            cancel: None,
+            progress: None,
+            open_storage: None,
+        }
+    }
+
     fn cancelled(&self) -> bool {
         self.cancel
             .as_ref()
@@ -122,6 +151,9 @@ pub struct RegistrySummary {
     pub fix_refused: Option<String>,
     /// What the scan listed: repositories, layer_links, revisions, tags, uploads, blobs.
     pub scanned: std::collections::BTreeMap<&'static str, u64>,
+    /// What the storage backend spent (object stores: requests by kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +176,15 @@ pub struct RunReport {
 impl RunReport {
     pub fn count(&self, action: Action) -> usize {
         self.outcomes.iter().filter(|o| o.action == action).count()
+    }
+
+    /// Layer links this run removed: each needs the registry restarted (or its
+    /// blob-descriptor cache flushed) before the registry stops serving it from its cache.
+    pub fn layer_links_removed(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.action == Action::Removed && removes_layer_link(o))
+            .count()
     }
 
     pub fn needs_attention(&self) -> bool {
@@ -189,7 +230,14 @@ pub fn discover_registries(root: &Path) -> Result<Vec<String>, RunError> {
 
 pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunReport, RunError> {
     let started = std::time::Instant::now();
-    let names = discover_registries(&opts.root)?;
+    let mut names = discover_registries(&opts.root)?;
+    // Registries whose storage the policy places in an object store join those on disk.
+    for (name, s) in &file.registries {
+        if s.storage.is_some() && name != ANY && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names.sort();
     if names.is_empty() {
         return Err(RunError::NoRegistries(opts.root.clone()));
     }
@@ -226,8 +274,29 @@ pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunR
             break;
         }
         let settings = settings_for(file, name);
-        let storage = FsStorage::new(opts.root.join(name));
-        run_registry(name, &storage, policy, &settings, opts, &mut report);
+        let storage: Box<dyn Storage> = match (&settings.storage, &opts.open_storage) {
+            (None, _) => Box::new(FsStorage::new(opts.root.join(name))),
+            (Some(spec), Some(open)) => match open(name, spec) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.problems.push(Problem {
+                        registry: name.clone(),
+                        path: String::new(),
+                        message: format!("cannot open the registry's storage: {e}"),
+                    });
+                    continue;
+                }
+            },
+            (Some(_), None) => {
+                report.problems.push(Problem {
+                    registry: name.clone(),
+                    path: String::new(),
+                    message: "the policy puts this registry in an object store, and this binary has no backend for it".into(),
+                });
+                continue;
+            }
+        };
+        run_registry(name, storage.as_ref(), policy, &settings, opts, &mut report);
     }
     report
         .outcomes
@@ -247,6 +316,7 @@ fn settings_for(file: &PolicyFile, name: &str) -> RegistrySettings {
         grace: own.grace.or(any.grace),
         max_removals: own.max_removals.or(any.max_removals),
         max_removal_share: own.max_removal_share.or(any.max_removal_share),
+        storage: own.storage,
     }
 }
 
@@ -271,6 +341,7 @@ pub fn run_registry(
         removed: 0,
         fix_refused: None,
         scanned: Default::default(),
+        storage: None,
     };
     if enabled.is_empty() {
         report.registries.push(summary);
@@ -357,8 +428,18 @@ pub fn run_registry(
         .iter()
         .filter(|o| o.action == Action::Removed)
         .count();
+    summary.storage = storage.stats();
     report.outcomes.extend(outcomes);
     report.registries.push(summary);
+}
+
+/// Whether the outcome's fix removes a layer link directory (what the guard counts and what
+/// needs a registry restart).
+fn removes_layer_link(o: &Outcome) -> bool {
+    matches!(
+        &o.finding.fix,
+        Some(plan) if matches!(&plan.action, FixAction::RemoveDir { path } if layout::removable(path) == Some(layout::Removable::LayerLink))
+    )
 }
 
 fn fixable(o: &Outcome) -> bool {
@@ -375,7 +456,10 @@ fn guard(
     outcomes: &[Outcome],
     settings: &RegistrySettings,
 ) -> Option<String> {
-    let planned = outcomes.iter().filter(|o| fixable(o)).count() as u64;
+    let planned = outcomes
+        .iter()
+        .filter(|o| fixable(o) && removes_layer_link(o))
+        .count() as u64;
     let total = inventory.layer_link_count() as u64;
     let max = settings.max_removals.unwrap_or(DEFAULT_MAX_REMOVALS);
     let share = settings

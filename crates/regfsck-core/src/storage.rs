@@ -119,6 +119,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Creates a file that must not exist yet (creating parent directories), for undo.
     fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError>;
 
+    /// What the backend spent (requests by kind, retries), for the run's summary; `None` for
+    /// backends where that is not worth counting (a local file system).
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Every blob directory and whether its `data` file exists.
     ///
     /// The default lists the 256 prefix directories and stats each blob's `data` once, in

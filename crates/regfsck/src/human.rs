@@ -86,13 +86,13 @@ fn summary(report: &RunReport) -> String {
         report.count(Action::Failed),
         report.problems.len(),
     );
-    if report.count(Action::Removed) > 0 {
+    if report.layer_links_removed() > 0 {
         let _ = writeln!(
             out,
-            "\nRESTART NEEDED: {} link(s) were removed. Restart the affected registries or flush their \
+            "\nRESTART NEEDED: {} layer link(s) were removed. Restart the affected registries or flush their \
              blob-descriptor cache (redis: the blobs::* keys); until then a warm cache keeps answering \
              200 with an empty body for those blobs. Undo: regfsck undo {}",
-            report.count(Action::Removed),
+            report.layer_links_removed(),
             report.run_id
         );
     }

@@ -60,7 +60,7 @@ pub fn render(report: &RunReport) -> String {
             "duration_ms": report.duration.as_millis() as u64,
             // Links were removed: restart the registries (or flush their blob-descriptor
             // cache) or a warm cache keeps answering 200 with an empty body.
-            "restart_needed": report.count(Action::Removed) > 0,
+            "restart_needed": report.layer_links_removed() > 0,
             "interrupted": report.interrupted,
             "registries": registries,
         },

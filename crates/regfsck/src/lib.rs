@@ -13,6 +13,7 @@ mod builtin {
     use orphan_index_children as _;
     use orphan_layer_links as _;
     use stale_uploads as _;
+    use unreferenced_blobs as _;
 }
 
 pub mod explain;
@@ -279,6 +280,7 @@ fn run(args: &RunArgs) -> ExitStatus {
         audit,
         cancel: Some(cancel),
         progress: spinner.clone().map(|s| s as Arc<dyn runner::Progress>),
+        open_storage: None,
     };
     let result = runner::run(&file, policy, &opts);
     if let Some(s) = &spinner {
