@@ -60,10 +60,10 @@ const BROKEN_INDEXES: &[(&str, &str)] = &[
     ("team/app/worker", "1.0"),
 ];
 
-fn amd64() -> Platform {
+pub(crate) fn amd64() -> Platform {
     Platform::new("linux", "amd64", None)
 }
-fn arm64() -> Platform {
+pub(crate) fn arm64() -> Platform {
     Platform::new("linux", "arm64", Some("v8"))
 }
 fn armv7() -> Platform {
@@ -209,18 +209,18 @@ fn build_images(layout: &mut Layout, dirs: &Path, nonce: &str) -> Vec<Published>
 
 /// What a blob URL answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Answer {
-    status: u16,
-    content_length: Option<u64>,
-    body_len: usize,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_length: Option<u64>,
+    pub(crate) body_len: usize,
     /// The registry's error code (`BLOB_UNKNOWN`, …) when the body is JSON.
-    error_code: Option<String>,
+    pub(crate) error_code: Option<String>,
     /// How reading the body ended, when not with a clean EOF.
-    read_error: Option<String>,
+    pub(crate) read_error: Option<String>,
 }
 
 impl Answer {
-    fn of(r: &Response) -> Self {
+    pub(crate) fn of(r: &Response) -> Self {
         let error_code = serde_json::from_slice::<Value>(&r.body)
             .ok()
             .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string));
@@ -234,14 +234,14 @@ impl Answer {
     }
 }
 
-fn blob_answers(addr: &str, repo: &str, digest: &str) -> (Answer, Answer, Response) {
+pub(crate) fn blob_answers(addr: &str, repo: &str, digest: &str) -> (Answer, Answer, Response) {
     let path = format!("/v2/{repo}/blobs/{digest}");
     let head = http::request("HEAD", addr, &path, &[]).expect("HEAD blob");
     let get = http::get(addr, &path).expect("GET blob");
     (Answer::of(&head), Answer::of(&get), get)
 }
 
-fn out_text(o: &std::process::Output) -> String {
+pub(crate) fn out_text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -251,7 +251,7 @@ fn out_text(o: &std::process::Output) -> String {
 
 /// Waits until a pull-through cache has stored `blobs` of `repo` (it stores
 /// them in the background while streaming them to the client).
-fn wait_cached(cache: &Registry, repo: &str, blobs: &[oci::BlobRef]) {
+pub(crate) fn wait_cached(cache: &Registry, repo: &str, blobs: &[oci::BlobRef]) {
     let v2 = cache.v2();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -284,7 +284,7 @@ fn wait_cached(cache: &Registry, repo: &str, blobs: &[oci::BlobRef]) {
 /// Where skopeo pulls to: an OCI layout for OCI images, skopeo's `dir:`
 /// for Docker ones (copying those into an OCI layout would convert them and
 /// change their digests).
-fn pull_target(dest: &Path, docker: bool) -> String {
+pub(crate) fn pull_target(dest: &Path, docker: bool) -> String {
     if docker {
         format!("dir:{}", dest.display())
     } else {
@@ -295,7 +295,13 @@ fn pull_target(dest: &Path, docker: bool) -> String {
 /// Checks what `skopeo copy … pull_target(dest)` wrote: the top manifest,
 /// every instance manifest and every blob are there and hash to their
 /// digests.
-fn verify_pull(dest: &Path, docker: bool, top: &str, images: &[&oci::Image], what: &str) {
+pub(crate) fn verify_pull(
+    dest: &Path,
+    docker: bool,
+    top: &str,
+    images: &[&oci::Image],
+    what: &str,
+) {
     let read = |name: String| {
         std::fs::read(dest.join(&name))
             .unwrap_or_else(|e| panic!("{what}: no {name} in {}: {e}", dest.display()))
@@ -959,6 +965,17 @@ fn gc_orphans_are_found_and_fixed() {
     assert!(
         modified.is_empty(),
         "the fix modified nothing: {modified:?}"
+    );
+    // regfsck's audit log (under the data root's `.regfsck/`, which the
+    // snapshots leave out) names exactly those directories.
+    let audited: BTreeSet<String> = storage::audit_removals(&data)
+        .into_iter()
+        .map(|(registry, path)| format!("{registry}/{path}"))
+        .collect();
+    let expected_dirs: BTreeSet<String> = orphans.iter().map(OrphanLink::rel_dir).collect();
+    assert_eq!(
+        audited, expected_dirs,
+        "the audit log records every removal, and nothing else"
     );
 
     let again = regfsck::run(&policy, "check", true);

@@ -173,13 +173,22 @@ pub fn orphan_children(data: &Path) -> BTreeSet<OrphanChild> {
     out
 }
 
+/// regfsck's own directory beside the registries under the data root: its
+/// lock (taken by every run, dry runs included) and its default audit log.
+pub const REGFSCK_STATE: &str = ".regfsck";
+
 /// Every file and directory under `root`: relative path → sha256 of the
 /// content (files), `"dir"` (directories) or `"symlink:<target>"`.
+///
+/// regfsck's own state directory ([`REGFSCK_STATE`]) is left out: what a run
+/// does to the registries' storage is the question, and the audit log is
+/// checked on its own ([`audit_removals`]).
 pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
             .filter_map(Result::ok)
+            .filter(|e| !(dir == root && e.file_name() == REGFSCK_STATE))
             .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
@@ -229,4 +238,27 @@ pub fn diff(
         .map(|(k, _)| k.clone())
         .collect();
     (removed, added, modified)
+}
+
+/// The `remove` records of regfsck's default audit log under `data`:
+/// (registry, registry-relative directory) per removal, in order.
+pub fn audit_removals(data: &Path) -> Vec<(String, String)> {
+    let path = data.join(REGFSCK_STATE).join("audit.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("audit log {}: {e}: {l}", path.display()))
+        })
+        .filter(|r| r["event"] == "remove")
+        .map(|r| {
+            (
+                r["registry"].as_str().unwrap_or_default().to_string(),
+                r["path"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
