@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rayon::prelude::*;
 use regfsck_core::finding::tag_refs;
 use regfsck_core::scan::{CurrentLink, Repository};
 use regfsck_core::storage::EntryKind;
@@ -29,26 +28,7 @@ regfsck_core::declare_check! {
 
 impl Check for DanglingTags {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
-        let per_repo: Vec<RepoResult> = cx
-            .inventory
-            .repositories
-            .par_iter()
-            .map(|repo| check_repository(cx, repo))
-            .collect();
-        let mut out = CheckOutput::default();
-        let mut totals = Counts::default();
-        for r in per_repo {
-            out.findings.extend(r.findings);
-            out.problems.extend(r.problems);
-            totals.add(&r.counts);
-        }
-        out.counters = vec![
-            ("tags_checked", totals.tags_checked),
-            ("index_entries_checked", totals.index_entries_checked),
-            ("dangling_tags", totals.dangling_tags),
-            ("dangling_index_entries", totals.dangling_index_entries),
-        ];
-        out
+        cx.each_repository(|repo| check_repository(cx, repo).output())
     }
 }
 
@@ -62,12 +42,19 @@ struct Counts {
     dangling_index_entries: u64,
 }
 
-impl Counts {
-    fn add(&mut self, o: &Counts) {
-        self.tags_checked += o.tags_checked;
-        self.index_entries_checked += o.index_entries_checked;
-        self.dangling_tags += o.dangling_tags;
-        self.dangling_index_entries += o.dangling_index_entries;
+impl RepoResult {
+    fn output(self) -> CheckOutput {
+        let c = self.counts;
+        CheckOutput {
+            findings: self.findings,
+            problems: self.problems,
+            counters: vec![
+                ("tags_checked", c.tags_checked),
+                ("index_entries_checked", c.index_entries_checked),
+                ("dangling_tags", c.dangling_tags),
+                ("dangling_index_entries", c.dangling_index_entries),
+            ],
+        }
     }
 }
 

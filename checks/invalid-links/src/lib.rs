@@ -34,27 +34,7 @@ const LINK_READ_LIMIT: u64 = 1024;
 
 impl Check for InvalidLinks {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
-        let per_repo: Vec<RepoResult> = cx
-            .inventory
-            .repositories
-            .par_iter()
-            .map(|repo| check_repository(cx, repo))
-            .collect();
-        let mut out = CheckOutput::default();
-        let (mut read, mut missing) = (0u64, 0u64);
-        for r in per_repo {
-            read += r.read;
-            missing += r.missing;
-            out.findings.extend(r.findings);
-            out.problems.extend(r.problems);
-        }
-        let invalid = out.findings.len() as u64;
-        out.counters = vec![
-            ("links_read", read),
-            ("invalid_links", invalid),
-            ("link_files_missing", missing),
-        ];
-        out
+        cx.each_repository(|repo| check_repository(cx, repo).output())
     }
 }
 
@@ -170,6 +150,21 @@ fn inspect(cx: &CheckContext<'_>, link: &Link<'_>) -> Outcome {
         },
         Err(StorageError::TooLarge { .. }) => Outcome::Invalid(Invalid::TooLarge),
         Err(e) => Outcome::Problem(cx.problem(e.path(), e.reason())),
+    }
+}
+
+impl RepoResult {
+    fn output(self) -> CheckOutput {
+        let invalid = self.findings.len() as u64;
+        CheckOutput {
+            counters: vec![
+                ("links_read", self.read),
+                ("invalid_links", invalid),
+                ("link_files_missing", self.missing),
+            ],
+            findings: self.findings,
+            problems: self.problems,
+        }
     }
 }
 

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rayon::prelude::*;
 use regfsck_core::manifest::{Descriptor, ManifestError};
 use regfsck_core::scan::Repository;
 use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Finding, Problem, layout};
@@ -38,29 +37,7 @@ const FOREIGN_LAYERS: [&str; 4] = [
 
 impl Check for MissingReferencedBlobs {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
-        let per_repo: Vec<RepoResult> = cx
-            .inventory
-            .repositories
-            .par_iter()
-            .map(|repo| check_repository(cx, repo))
-            .collect();
-        let mut out = CheckOutput::default();
-        let mut c = Counts::default();
-        for r in per_repo {
-            out.findings.extend(r.findings);
-            out.problems.extend(r.problems);
-            c.add(&r.counts);
-        }
-        out.counters = vec![
-            ("manifests_inspected", c.manifests_inspected),
-            ("indexes_inspected", c.indexes_inspected),
-            ("blobs_checked", c.blobs_checked),
-            ("missing_blob_data", c.missing_blob_data),
-            ("missing_layer_links", c.missing_layer_links),
-            ("manifests_without_config", c.manifests_without_config),
-            ("foreign_layers_skipped", c.foreign_layers_skipped),
-        ];
-        out
+        cx.each_repository(|repo| check_repository(cx, repo).output())
     }
 }
 
@@ -78,15 +55,22 @@ struct Counts {
     foreign_layers_skipped: u64,
 }
 
-impl Counts {
-    fn add(&mut self, o: &Counts) {
-        self.manifests_inspected += o.manifests_inspected;
-        self.indexes_inspected += o.indexes_inspected;
-        self.blobs_checked += o.blobs_checked;
-        self.missing_blob_data += o.missing_blob_data;
-        self.missing_layer_links += o.missing_layer_links;
-        self.manifests_without_config += o.manifests_without_config;
-        self.foreign_layers_skipped += o.foreign_layers_skipped;
+impl RepoResult {
+    fn output(self) -> CheckOutput {
+        let c = self.counts;
+        CheckOutput {
+            findings: self.findings,
+            problems: self.problems,
+            counters: vec![
+                ("manifests_inspected", c.manifests_inspected),
+                ("indexes_inspected", c.indexes_inspected),
+                ("blobs_checked", c.blobs_checked),
+                ("missing_blob_data", c.missing_blob_data),
+                ("missing_layer_links", c.missing_layer_links),
+                ("manifests_without_config", c.manifests_without_config),
+                ("foreign_layers_skipped", c.foreign_layers_skipped),
+            ],
+        }
     }
 }
 

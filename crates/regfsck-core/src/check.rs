@@ -92,6 +92,21 @@ pub struct CheckOutput {
     pub problems: Vec<Problem>,
 }
 
+impl CheckOutput {
+    /// Appends `other`'s findings and problems and adds its counters to the ones of the same
+    /// name (a new name is appended, so counters keep the order they were first given in).
+    pub fn absorb(&mut self, other: CheckOutput) {
+        self.findings.extend(other.findings);
+        self.problems.extend(other.problems);
+        for (name, n) in other.counters {
+            match self.counters.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, total)) => *total += n,
+                None => self.counters.push((name, n)),
+            }
+        }
+    }
+}
+
 /// Everything a check may look at while it runs on one registry.
 pub struct CheckContext<'a> {
     pub registry: &'a str,
@@ -106,6 +121,21 @@ pub struct CheckContext<'a> {
 pub const MAX_INDEX_DEPTH: usize = 8;
 
 impl CheckContext<'_> {
+    /// Runs `f` on every repository in parallel and merges the outputs in repository order
+    /// (see [`CheckOutput::absorb`]): the usual shape of a per-repository check.
+    pub fn each_repository<F>(&self, f: F) -> CheckOutput
+    where
+        F: Fn(&Repository) -> CheckOutput + Sync + Send,
+    {
+        use rayon::prelude::*;
+        let outputs: Vec<CheckOutput> = self.inventory.repositories.par_iter().map(f).collect();
+        let mut out = CheckOutput::default();
+        for o in outputs {
+            out.absorb(o);
+        }
+        out
+    }
+
     /// Every digest a tag of `repo` reaches (its manifest, index children, configs and
     /// layers), with the tags reaching it. Manifests are read through the shared cache; an
     /// unreadable one ends its branch (reporting it is the reading check's business).
