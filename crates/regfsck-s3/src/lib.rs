@@ -15,7 +15,7 @@ mod config;
 mod http;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -132,7 +132,10 @@ impl S3Storage {
                     .with_allow_http(config.allow_http)
                     .with_pool_max_idle_per_host(config.concurrency)
                     .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(60)),
+                    // No cap on a whole request (a streamed multi-GB blob takes long), but a
+                    // connection that stays silent this long fails and is retried.
+                    .with_timeout_disabled()
+                    .with_read_timeout(Duration::from_secs(30)),
             )
             .with_bucket_name(&config.bucket)
             .with_region(region)
@@ -271,41 +274,18 @@ impl S3Storage {
             }
         };
         let prefix = format!("{base}/");
-        let mut blobs: BTreeMap<Digest, Option<FileMeta>> = BTreeMap::new();
-        let mut odd: BTreeMap<String, EntryKind> = BTreeMap::new();
+        let mut found = BlobKeys::default();
         let mut seen = false;
         let result = self.block(self.list_pages(&prefix, false, None, |page| {
             for object in page.objects {
                 seen = true;
-                let Some(rel) = object.location.as_ref().strip_prefix(&prefix) else {
-                    continue; // a `blobs/sha256/` directory marker
-                };
-                let parts: Vec<&str> = rel.split('/').collect();
-                let blob_dir = |n: usize| format!("{}/{}", layout::BLOBS, parts[..n].join("/"));
-                let kind_at = |n: usize| {
-                    if parts.len() > n {
-                        EntryKind::Dir
-                    } else {
-                        EntryKind::File
-                    }
-                };
-                // `<2 hex>/<64 hex>/...`, as the filesystem's default listing demands.
-                if parts.len() < 2 || parts[0].len() != 2 {
-                    odd.entry(blob_dir(1)).or_insert(kind_at(1));
-                    continue;
-                }
-                let digest = Digest::from_hex(parts[1]).filter(|d| d.hex().starts_with(parts[0]));
-                let Some(digest) = digest.filter(|_| parts.len() > 2) else {
-                    odd.entry(blob_dir(2)).or_insert(kind_at(2));
-                    continue;
-                };
-                let data = blobs.entry(digest).or_default();
-                if parts.len() == 3 && parts[2] == "data" {
-                    *data = Some(FileMeta {
-                        size: object.size,
-                        modified: Some(SystemTime::from(object.last_modified)),
-                        kind: EntryKind::File,
-                    });
+                // Not below the prefix: a `blobs/sha256/` directory marker.
+                if let Some(rel) = object.location.as_ref().strip_prefix(&prefix) {
+                    found.add(
+                        rel,
+                        object.size,
+                        Some(SystemTime::from(object.last_modified)),
+                    );
                 }
             }
             true
@@ -322,23 +302,101 @@ impl S3Storage {
                     format!(
                         "the blob listing broke off after {} blob(s), so the blob store is \
                          treated as missing: {source}",
-                        blobs.len()
+                        found.blobs.len()
                     ),
                 );
             }
             listing.problems.push(err);
         }
+        let (blobs, problems) = found.finish();
+        listing.blobs = blobs;
+        listing.problems.extend(problems);
         listing
-            .problems
-            .extend(odd.into_iter().map(|(path, kind)| StorageError::Refused {
-                path,
+    }
+}
+
+/// What the keys below `blobs/sha256/` say, read as the filesystem's default listing would
+/// read the same tree: `<2 hex>/<64 hex>/data` is a blob's data, any other key below a
+/// `<2 hex>/<64 hex>/` prefix makes that blob directory exist, and anything else is out of
+/// place.
+#[derive(Debug, Default)]
+struct BlobKeys {
+    blobs: BTreeMap<Digest, Option<FileMeta>>,
+    /// Out-of-place paths: their kind, and whether a zero-byte object sits exactly there
+    /// (possibly a folder marker `path/`, which object_store reads as `path`).
+    odd: BTreeMap<String, (EntryKind, bool)>,
+    /// The `<2 hex>` prefixes that hold blobs.
+    prefixes: BTreeSet<String>,
+}
+
+impl BlobKeys {
+    /// One key, relative to `blobs/sha256/`.
+    fn add(&mut self, rel: &str, size: u64, modified: Option<SystemTime>) {
+        let parts: Vec<&str> = rel.split('/').collect();
+        let path = |n: usize| format!("{}/{}", layout::BLOBS, parts[..n].join("/"));
+        let kind = |n: usize| {
+            if parts.len() > n {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            }
+        };
+        let empty = |n: usize| parts.len() == n && size == 0;
+        if parts.len() < 2 || parts[0].len() != 2 {
+            self.odd.entry(path(1)).or_insert((kind(1), empty(1)));
+            return;
+        }
+        let digest = Digest::from_hex(parts[1])
+            .filter(|d| d.hex().starts_with(parts[0]))
+            .filter(|_| parts.len() > 2);
+        let Some(digest) = digest else {
+            self.odd.entry(path(2)).or_insert((kind(2), empty(2)));
+            return;
+        };
+        if !self.prefixes.contains(parts[0]) {
+            self.prefixes.insert(parts[0].to_string());
+        }
+        let data = self.blobs.entry(digest).or_default();
+        if parts.len() == 3 && parts[2] == "data" {
+            *data = Some(FileMeta {
+                size,
+                modified,
+                kind: EntryKind::File,
+            });
+        }
+    }
+
+    /// The blobs, sorted by digest, and the out-of-place paths as problems.
+    fn finish(self) -> (Vec<BlobEntry>, Vec<StorageError>) {
+        // A zero-byte object named like a directory that holds blobs is that directory's
+        // marker, not a stray file.
+        let is_marker = |path: &str| {
+            let rel = path
+                .strip_prefix(layout::BLOBS)
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or_default();
+            match rel.split_once('/') {
+                None => self.prefixes.contains(rel),
+                Some((_, hex)) => {
+                    Digest::from_hex(hex).is_some_and(|d| self.blobs.contains_key(&d))
+                }
+            }
+        };
+        let problems = self
+            .odd
+            .iter()
+            .filter(|(path, (_, empty))| !(*empty && is_marker(path)))
+            .map(|(path, (kind, _))| StorageError::Refused {
+                path: path.clone(),
                 reason: format!("unexpected {kind:?} in the blob store (ignored)").to_lowercase(),
-            }));
-        listing.blobs = blobs
+            })
+            .collect();
+        let blobs = self
+            .blobs
             .into_iter()
             .map(|(digest, data)| BlobEntry { digest, data })
             .collect();
-        listing
+        (blobs, problems)
     }
 }
 
@@ -519,7 +577,14 @@ impl Storage for S3Storage {
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => Err(exists()),
+            ) => {
+                // A retried PUT whose first attempt was stored after all meets its own object:
+                // the same content, so it was created.
+                match self.read(path, content.len() as u64) {
+                    Ok(Some(stored)) if stored == content => Ok(()),
+                    _ => Err(exists()),
+                }
+            }
             Err(object_store::Error::NotImplemented { .. }) => self
                 .block(self.store.put(&location, payload))
                 .map(|_| ())
@@ -650,6 +715,47 @@ mod tests {
                     .with_allow_http(true)
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn reads_blob_keys_like_the_filesystem_listing() {
+        let hex = |c: &str| c.repeat(64);
+        let (a, b, c) = (hex("a"), hex("b"), hex("c"));
+        let mut keys = BlobKeys::default();
+        keys.add(&format!("aa/{a}/data"), 5, None);
+        keys.add(&format!("aa/{a}/data.tmp"), 1, None);
+        keys.add(&format!("bb/{b}/startedat"), 1, None); // a blob directory without data
+        keys.add("aa", 0, None); // marker of `aa/`
+        keys.add(&format!("aa/{a}"), 0, None); // marker of `aa/<a>/`
+        keys.add(&format!("cc/{c}"), 0, None); // an empty file where a directory belongs
+        keys.add("cc/stray", 3, None);
+        keys.add("stray", 0, None);
+        keys.add(&format!("ab/{a}/data"), 1, None); // under the wrong prefix
+        keys.add("abc/x", 1, None);
+        let (blobs, problems) = keys.finish();
+        let blobs: Vec<_> = blobs
+            .iter()
+            .map(|b| (b.digest.hex(), b.data.map(|m| (m.size, m.kind))))
+            .collect();
+        assert_eq!(
+            blobs,
+            [(a.clone(), Some((5, EntryKind::File))), (b.clone(), None)]
+        );
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{} {}", p.path(), p.reason()))
+            .collect();
+        let blobs_dir = layout::BLOBS;
+        assert_eq!(
+            problems,
+            [
+                format!("{blobs_dir}/ab/{a} unexpected dir in the blob store (ignored)"),
+                format!("{blobs_dir}/abc unexpected dir in the blob store (ignored)"),
+                format!("{blobs_dir}/cc/{c} unexpected file in the blob store (ignored)"),
+                format!("{blobs_dir}/cc/stray unexpected file in the blob store (ignored)"),
+                format!("{blobs_dir}/stray unexpected file in the blob store (ignored)"),
+            ]
         );
     }
 
