@@ -13,9 +13,14 @@
 //!   and file-tree snapshots.
 //! - `regfsck`: runs the binary under test.
 //! - `gc_scenario`: the scenario of issue #3.
+//! - `lab`: a workbench for the per-check cases (data root, registries,
+//!   pushes, policy, exact comparison of findings).
+//! - `more_checks`: a case per check (issue #5).
 
 mod gc_scenario;
 mod http;
+mod lab;
+mod more_checks;
 mod oci;
 mod packages;
 mod regfsck;

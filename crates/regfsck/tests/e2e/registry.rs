@@ -193,6 +193,26 @@ impl Registry {
         text
     }
 
+    /// Runs `docker-registry garbage-collect ARGS CONFIG` (e.g. `--dry-run`,
+    /// `--delete-untagged`) and returns whether it succeeded, and its output.
+    pub fn try_garbage_collect(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(&self.tools.registry)
+            .arg("garbage-collect")
+            .args(args)
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker-registry garbage-collect");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let n = std::fs::read_dir(&self.spec.work).map_or(0, Iterator::count);
+        std::fs::write(self.spec.work.join(format!("gc-{n}.log")), &text).expect("write gc log");
+        (out.status.success(), text)
+    }
+
     /// The storage root inside `rootdirectory`.
     pub fn v2(&self) -> PathBuf {
         v2_of(&self.spec.root)
