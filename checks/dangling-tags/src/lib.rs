@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use regfsck_core::finding::tag_refs;
 use regfsck_core::scan::{CurrentLink, Repository};
-use regfsck_core::storage::EntryKind;
 use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Finding, Problem, layout};
 
 pub const ID: &str = "dangling-tags";
@@ -125,8 +124,8 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
         }
     }
 
-    // Revision links of current targets: the directory listing says the directory exists;
-    // a pull needs the link file in it, so that costs one stat per distinct current target.
+    // Revision links of current targets: a pull needs the link file, not just its directory
+    // (the registry's manifest DELETE removes the file and leaves the directory).
     let mut revision: HashMap<Digest, bool> = HashMap::new();
     for (d, tags) in &current {
         let Some(rev) = revision_link_present(cx, repo, d, &mut r.problems) else {
@@ -153,11 +152,13 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
         }
     }
     for (d, tags) in &history {
-        // History breaks no pull: the directory listing is enough, no stat per entry.
-        let rev = revision
-            .get(d)
-            .copied()
-            .unwrap_or_else(|| repo.has_revision(d));
+        let rev = match revision.get(d) {
+            Some(known) => *known,
+            None => match revision_link_present(cx, repo, d, &mut r.problems) {
+                Some(rev) => rev,
+                None => continue,
+            },
+        };
         let blob = cx.inventory.has_blob_data(d);
         if rev && blob {
             continue;
@@ -184,11 +185,8 @@ fn revision_link_present(
     d: &Digest,
     problems: &mut Vec<Problem>,
 ) -> Option<bool> {
-    if !repo.has_revision(d) {
-        return Some(false);
-    }
-    match cx.storage.stat(&layout::revision_link(&repo.name, d)) {
-        Ok(meta) => Some(meta.is_some_and(|m| m.kind == EntryKind::File)),
+    match cx.revision_link_exists(repo, d) {
+        Ok(present) => Some(present),
         Err(e) => {
             problems.push(cx.problem(e.path(), e.reason()));
             None
@@ -578,5 +576,20 @@ mod tests {
             "a:1, a:2, a:3 and 2 more"
         );
         assert_eq!(tag_refs("a", &["1"]), "a:1");
+    }
+
+    #[test]
+    fn a_history_entry_whose_manifest_was_deleted_through_the_api_dangles() {
+        let (_dir, tree) = tree();
+        let (old, ..) = tree.image("app", &[b"old"]);
+        let (new, ..) = tree.image("app", &[b"new"]);
+        tree.tag("app", "latest", &old);
+        tree.tag("app", "latest", &new);
+        // The manifest DELETE removes the link file and leaves its directory.
+        tree.remove(&layout::revision_link("app", &old));
+        let out = run(&tree);
+        assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+        assert_eq!(out.findings[0].digest, Some(old));
+        assert_eq!(out.findings[0].details["revision_link"], "missing");
     }
 }

@@ -194,8 +194,13 @@ impl<'r> Walk<'_, 'r> {
                 let Some(cd) = self.descriptor_digest(&d, child) else {
                     continue;
                 };
-                if !self.repo.has_revision(&cd) {
-                    continue; // orphan-index-children's business
+                match self.cx.revision_link_exists(self.repo, &cd) {
+                    Ok(true) => {}
+                    Ok(false) => continue, // orphan-index-children's business
+                    Err(e) => {
+                        self.problems.push(self.cx.problem(e.path(), e.reason()));
+                        continue;
+                    }
                 }
                 let shown = child.platform.as_ref().map(ToString::to_string);
                 let platform = shown.as_deref().or(platform);
@@ -239,12 +244,17 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
     // The manifests tags name, and the tags naming each; a tag whose manifest is lost is
     // dangling-tags' business.
     let mut roots: BTreeMap<Digest, BTreeSet<&str>> = BTreeMap::new();
+    let mut problems = Vec::new();
     for tag in &repo.tags {
-        if let Some(d) = tag.current.digest()
-            && repo.has_revision(&d)
-            && cx.inventory.has_blob_data(&d)
-        {
-            roots.entry(d).or_default().insert(&tag.name);
+        let Some(d) = tag.current.digest() else {
+            continue;
+        };
+        match cx.revision_link_exists(repo, &d) {
+            Ok(true) if cx.inventory.has_blob_data(&d) => {
+                roots.entry(d).or_default().insert(&tag.name);
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(cx.problem(e.path(), e.reason())),
         }
     }
     let mut walk = Walk {
@@ -254,7 +264,7 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
         images: BTreeSet::new(),
         indexes: BTreeSet::new(),
         unreadable: BTreeSet::new(),
-        problems: Vec::new(),
+        problems,
         counts: Counts::default(),
     };
     for (d, tags) in &roots {
@@ -266,7 +276,14 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
     for (blob, u) in &walk.uses {
         let data = cx.inventory.has_blob_data(blob);
         // A child manifest is served through its revision link, not a layer link.
-        let link = u.role == Role::Manifest || repo.has_layer(blob);
+        let link = u.role == Role::Manifest
+            || match cx.layer_link_exists(repo, blob) {
+                Ok(present) => present,
+                Err(e) => {
+                    walk.problems.push(cx.problem(e.path(), e.reason()));
+                    continue;
+                }
+            };
         if data && link {
             continue;
         }
@@ -649,6 +666,18 @@ mod tests {
         // The config has data but no layer link.
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         assert_eq!(out.findings[0].digest, Some(config));
+        assert_eq!(out.findings[0].details["layer_link"], "missing");
+    }
+
+    #[test]
+    fn a_layer_link_file_deleted_through_the_api_is_missing_even_if_its_directory_stays() {
+        let (_dir, tree) = tree();
+        let (m, _, layers) = tree.image("team/app", &[b"kept", b"unlinked"]);
+        tree.tag("team/app", "1.0", &m);
+        tree.remove(&layout::layer_link("team/app", &layers[1]));
+        let out = run(&tree);
+        assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+        assert_eq!(out.findings[0].digest, Some(layers[1]));
         assert_eq!(out.findings[0].details["layer_link"], "missing");
     }
 }

@@ -1,7 +1,6 @@
 //! `orphan-index-children`: image indexes whose child manifests the repository lost.
 
 use regfsck_core::manifest::ManifestError;
-use regfsck_core::storage::EntryKind;
 use regfsck_core::{Check, CheckContext, CheckOutput, Finding, layout};
 
 pub const ID: &str = "orphan-index-children";
@@ -44,12 +43,9 @@ impl Check for OrphanIndexChildren {
                 }
                 // Only an index the registry serves: its own revision link must be a file.
                 // (A revision directory without its link is another check's finding.)
-                match cx
-                    .storage
-                    .stat(&layout::revision_link(&repo.name, index_digest))
-                {
-                    Ok(Some(m)) if m.kind == EntryKind::File => {}
-                    Ok(_) => continue,
+                match cx.revision_link_exists(repo, index_digest) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
                     Err(e) => {
                         out.problems.push(cx.problem(e.path(), e.reason()));
                         continue;
@@ -70,9 +66,9 @@ impl Check for OrphanIndexChildren {
                     let link = layout::revision_link(&repo.name, &cd);
                     if repo.has_revision(&cd) {
                         // The directory is there; the registry needs the link file in it.
-                        match cx.storage.stat(&link) {
-                            Ok(Some(m)) if m.kind == EntryKind::File => continue,
-                            Ok(_) => {}
+                        match cx.revision_link_exists(repo, &cd) {
+                            Ok(true) => continue,
+                            Ok(false) => {}
                             Err(e) => {
                                 out.problems.push(cx.problem(e.path(), e.reason()));
                                 continue;

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use regfsck_core::manifest::ManifestError;
+use regfsck_core::scan::Repository;
 use regfsck_core::storage::EntryKind;
-use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Finding, Manifest, Problem, layout};
+use regfsck_core::{
+    Check, CheckContext, CheckOutput, Digest, Finding, Manifest, Problem, StorageError, layout,
+};
 
 pub const ID: &str = "unreferenced-blobs";
 
@@ -36,10 +39,14 @@ impl Check for UnreferencedBlobs {
         let repos = &cx.inventory.repositories;
         // What garbage-collect marks: every manifest revision and what it references,
         // recursively through indexes.
-        walk.traverse(
-            repos.iter().flat_map(|r| r.revisions.iter().copied()),
-            Mark::Manifest,
+        // As GC, only revisions with their link file count: the registry's API deletes
+        // remove the file and leave the directory.
+        let (revisions, mut link_problems) = existing_links(
+            cx,
+            |r| &r.revisions,
+            |cx, r, d| cx.revision_link_exists(r, d),
         );
+        walk.traverse(revisions.into_iter(), Mark::Manifest);
         // What else the registry can still be asked for: tagged manifests (and what they
         // reference) and layer links.
         walk.traverse(
@@ -53,9 +60,13 @@ impl Check for UnreferencedBlobs {
             }),
             Mark::Link,
         );
-        for d in repos.iter().flat_map(|r| &r.layers) {
+        let (layers, more) =
+            existing_links(cx, |r| &r.layers, |cx, r, d| cx.layer_link_exists(r, d));
+        link_problems.extend(more);
+        for d in &layers {
             walk.mark(d, Mark::Link);
         }
+        walk.problems.extend(link_problems);
 
         let (mut checked, mut unreferenced_bytes) = (0u64, 0u64);
         let (mut link_only, mut link_only_bytes) = (0u64, 0u64);
@@ -206,6 +217,40 @@ impl Walk<'_, '_> {
         }
         d
     }
+}
+
+type LinkTest = fn(&CheckContext<'_>, &Repository, &Digest) -> Result<bool, StorageError>;
+
+/// The digests of every repository whose link file exists (in parallel: on a file system
+/// each is one stat), and the problems met.
+fn existing_links(
+    cx: &CheckContext<'_>,
+    digests: fn(&Repository) -> &Vec<Digest>,
+    exists: LinkTest,
+) -> (Vec<Digest>, Vec<Problem>) {
+    let per_repo: Vec<(Vec<Digest>, Vec<Problem>)> = cx
+        .inventory
+        .repositories
+        .par_iter()
+        .map(|repo| {
+            let mut found = Vec::new();
+            let mut problems = Vec::new();
+            for d in digests(repo) {
+                match exists(cx, repo, d) {
+                    Ok(true) => found.push(*d),
+                    Ok(false) => {}
+                    Err(e) => problems.push(cx.problem(e.path(), e.reason())),
+                }
+            }
+            (found, problems)
+        })
+        .collect();
+    let mut all = (Vec::new(), Vec::new());
+    for (found, problems) in per_repo {
+        all.0.extend(found);
+        all.1.extend(problems);
+    }
+    all
 }
 
 #[cfg(test)]
@@ -397,5 +442,21 @@ mod tests {
         let out = run(&tree);
         assert!(out.findings.is_empty(), "{:?}", out.findings);
         assert!(counters(&out).contains(&("manifests_inspected", 3)));
+    }
+
+    #[test]
+    fn a_manifest_deleted_through_the_api_no_longer_keeps_its_blobs() {
+        // 2.8's manifest and blob DELETEs remove the link files and leave the directories.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(dir.path());
+        let (m, config, layers) = tree.image("team/app", &[b"deleted layer"]);
+        tree.remove(&layout::revision_link("team/app", &m));
+        tree.remove(&layout::layer_link("team/app", &config));
+        tree.remove(&layout::layer_link("team/app", &layers[0]));
+        let mut got = reported(&run(&tree));
+        got.sort();
+        let mut want = vec![m, config, layers[0]];
+        want.sort();
+        assert_eq!(got, want);
     }
 }

@@ -205,6 +205,9 @@ pub fn removals<'a>(records: &'a [Record], run_id: &str) -> Vec<&'a Record> {
     out
 }
 
+/// Opens a registry's storage by name.
+pub type StorageFor<'a> = dyn Fn(&str) -> Result<Box<dyn Storage>, String> + 'a;
+
 /// Re-creates what `run_id` removed, never overwriting anything that exists since.
 /// `storage_for` gives the storage of a registry by name.
 pub fn undo(
@@ -212,11 +215,21 @@ pub fn undo(
     records: &[Record],
     run_id: &str,
     undo_run_id: &str,
-    storage_for: &dyn Fn(&str) -> Box<dyn Storage>,
+    storage_for: &StorageFor<'_>,
 ) -> Vec<Restored> {
     let mut out = Vec::new();
     for rec in removals(records, run_id) {
-        let storage = storage_for(&rec.registry);
+        let storage = match storage_for(&rec.registry) {
+            Ok(s) => s,
+            Err(e) => {
+                out.extend(rec.files.iter().map(|f| Restored {
+                    registry: rec.registry.clone(),
+                    path: f.path.clone(),
+                    outcome: format!("not restored: cannot open the registry's storage: {e}"),
+                }));
+                continue;
+            }
+        };
         let mut restored = Vec::new();
         for f in &rec.files {
             let outcome = match &f.content {

@@ -121,6 +121,41 @@ pub struct CheckContext<'a> {
 pub const MAX_INDEX_DEPTH: usize = 8;
 
 impl CheckContext<'_> {
+    /// Whether `_layers/sha256/<d>/link` exists in `repo`. A directory is not enough: the
+    /// registry's API deletes (and a pull-through cache's expiry) remove the link file and
+    /// leave the directory. Answered from the listing where it knows (object stores), else
+    /// by one stat, and only for digests whose directory is there.
+    pub fn layer_link_exists(&self, repo: &Repository, d: &Digest) -> Result<bool, StorageError> {
+        if !repo.has_layer(d) {
+            return Ok(false);
+        }
+        if let Some(files) = &repo.layer_link_files {
+            return Ok(files.binary_search(d).is_ok());
+        }
+        self.is_file(&crate::layout::layer_link(&repo.name, d))
+    }
+
+    /// Whether `_manifests/revisions/sha256/<d>/link` exists in `repo`: the registry serves
+    /// (and garbage-collect marks) a manifest only through that file.
+    pub fn revision_link_exists(
+        &self,
+        repo: &Repository,
+        d: &Digest,
+    ) -> Result<bool, StorageError> {
+        if !repo.has_revision(d) {
+            return Ok(false);
+        }
+        if let Some(listed) = repo.revision_link_listed(d) {
+            return Ok(listed);
+        }
+        self.is_file(&crate::layout::revision_link(&repo.name, d))
+    }
+
+    fn is_file(&self, path: &str) -> Result<bool, StorageError> {
+        let meta = self.storage.stat(path)?;
+        Ok(meta.is_some_and(|m| m.kind == crate::storage::EntryKind::File))
+    }
+
     /// Runs `f` on every repository in parallel and merges the outputs in repository order
     /// (see [`CheckOutput::absorb`]): the usual shape of a per-repository check.
     pub fn each_repository<F>(&self, f: F) -> CheckOutput

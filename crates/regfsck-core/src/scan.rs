@@ -4,6 +4,8 @@
 //! answered (a `_layers/sha256/<hex>` directory name *is* the digest), so the per-link cost
 //! is one directory entry. Repositories are scanned in parallel.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use rayon::prelude::*;
 
 use crate::storage::{BlobEntry, Entry, EntryKind};
@@ -61,6 +63,12 @@ pub struct Repository {
     pub tags: Vec<Tag>,
     /// Upload directory names under `_uploads/` (only when a check needs them).
     pub uploads: Vec<String>,
+    /// The revisions whose `link` file the listing saw, sorted: known when the backend
+    /// listed files (object stores), `None` when it listed directories (then a check that
+    /// needs to know stats the link file).
+    pub revision_link_files: Option<Vec<Digest>>,
+    /// Likewise for `_layers/sha256/<d>/link`.
+    pub layer_link_files: Option<Vec<Digest>>,
 }
 
 impl Repository {
@@ -70,6 +78,14 @@ impl Repository {
 
     pub fn has_revision(&self, d: &Digest) -> bool {
         self.revisions.binary_search(d).is_ok()
+    }
+
+    /// Whether `_manifests/revisions/sha256/<d>/link` exists, when the listing already
+    /// knows; `None` when only a stat can tell.
+    pub fn revision_link_listed(&self, d: &Digest) -> Option<bool> {
+        self.revision_link_files
+            .as_ref()
+            .map(|files| files.binary_search(d).is_ok())
     }
 }
 
@@ -112,16 +128,22 @@ pub fn scan(registry: &str, storage: &dyn Storage, needs: Needs) -> (Inventory, 
     };
     let (blobs, repos) = rayon::join(
         || storage.list_blobs(),
-        || discover(storage, layout::REPOSITORIES),
+        || match scan_by_keys(storage, needs) {
+            Some(scanned) => scanned,
+            None => {
+                let (found, problems) = discover(storage, layout::REPOSITORIES);
+                let scanned = found
+                    .into_par_iter()
+                    .map(|(name, has)| scan_repository(storage, name, has, needs))
+                    .collect();
+                (scanned, problems)
+            }
+        },
     );
     let mut problems: Vec<Problem> = blobs.problems.into_iter().map(problem).collect();
-    let (found, discover_problems) = repos;
+    let (scanned, discover_problems): (Vec<(Repository, Vec<StorageError>)>, _) = repos;
     problems.extend(discover_problems.into_iter().map(problem));
 
-    let scanned: Vec<(Repository, Vec<StorageError>)> = found
-        .into_par_iter()
-        .map(|(name, has)| scan_repository(storage, name, has, needs))
-        .collect();
     let mut repositories = Vec::with_capacity(scanned.len());
     for (repo, errs) in scanned {
         repositories.push(repo);
@@ -137,6 +159,124 @@ pub fn scan(registry: &str, storage: &dyn Storage, needs: Needs) -> (Inventory, 
         problems,
     )
 }
+
+/// What one recursive listing of `repositories/` says about one repository.
+#[derive(Debug, Default)]
+struct KeyedRepo {
+    layers: BTreeSet<Digest>,
+    layer_links: BTreeSet<Digest>,
+    revisions: BTreeSet<Digest>,
+    revision_links: BTreeSet<Digest>,
+    /// Tag name → whether `current/link` exists, and its history digests.
+    tags: BTreeMap<String, (bool, BTreeSet<Digest>)>,
+    uploads: BTreeSet<String>,
+}
+
+/// Builds the repositories from one recursive listing of `repositories/` (object stores):
+/// every fact a directory listing gives is in the keys, with no request per repository.
+/// `None` when the backend does not offer such a listing.
+type Scanned = (Vec<(Repository, Vec<StorageError>)>, Vec<StorageError>);
+
+fn scan_by_keys(storage: &dyn Storage, needs: Needs) -> Option<Scanned> {
+    let mut repos: BTreeMap<String, KeyedRepo> = BTreeMap::new();
+    let mut odd_dirs: BTreeSet<String> = BTreeSet::new();
+    let mut visit = |rel: &str, _meta: crate::storage::FileMeta| {
+        let parts: Vec<&str> = rel.split('/').collect();
+        let Some(at) = parts.iter().position(|p| p.starts_with('_')) else {
+            return; // a file among repository name directories: nothing the registry reads
+        };
+        if at == 0 || !RESERVED_PARTS.contains(&parts[at]) {
+            return; // `_x` never starts a repository name: the directory walk skips it too
+        }
+        let repo = repos.entry(parts[..at].join("/")).or_default();
+        let dir_of = |n: usize| format!("{}/{}", layout::REPOSITORIES, parts[..at + n].join("/"));
+        let mut digest = |hex: &str, depth: usize| {
+            let d = Digest::from_hex(hex);
+            if d.is_none() {
+                odd_dirs.insert(dir_of(depth));
+            }
+            d
+        };
+        match &parts[at..] {
+            ["_layers", "sha256", hex, rest @ ..]
+                if !rest.is_empty() && needs.contains(Needs::LAYERS) =>
+            {
+                if let Some(d) = digest(hex, 3) {
+                    repo.layers.insert(d);
+                    if rest == ["link"] {
+                        repo.layer_links.insert(d);
+                    }
+                }
+            }
+            ["_manifests", "revisions", "sha256", hex, rest @ ..]
+                if !rest.is_empty() && needs.contains(Needs::REVISIONS) =>
+            {
+                if let Some(d) = digest(hex, 4) {
+                    repo.revisions.insert(d);
+                    if rest == ["link"] {
+                        repo.revision_links.insert(d);
+                    }
+                }
+            }
+            ["_manifests", "tags", tag, rest @ ..] if needs.contains(Needs::TAGS) => {
+                let entry = repo.tags.entry((*tag).to_string()).or_default();
+                match rest {
+                    ["current", "link"] => entry.0 = true,
+                    ["index", "sha256", hex, _, ..] => {
+                        if let Some(d) = digest(hex, 5) {
+                            entry.1.insert(d);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            ["_uploads", id, _, ..] if needs.contains(Needs::UPLOADS) => {
+                repo.uploads.insert((*id).to_string());
+            }
+            _ => {}
+        }
+    };
+    let listed = storage.walk_files(layout::REPOSITORIES, &mut visit)?;
+    let mut shared: Vec<StorageError> = odd_dirs
+        .into_iter()
+        .map(|p| odd(&p, "not a sha256 digest directory (ignored)"))
+        .collect();
+    if let Err(e) = listed {
+        shared.push(e);
+    }
+    let out: Vec<(Repository, Vec<StorageError>)> = repos
+        .into_par_iter()
+        .map(|(name, k)| {
+            let mut problems = Vec::new();
+            let tags = k
+                .tags
+                .into_iter()
+                .map(|(tag, (has_current, index))| Tag {
+                    current: if has_current {
+                        current_link(storage, &name, &tag, &mut problems)
+                    } else {
+                        CurrentLink::Missing
+                    },
+                    name: tag,
+                    index: index.into_iter().collect(),
+                })
+                .collect();
+            let repo = Repository {
+                layers: k.layers.into_iter().collect(),
+                revisions: k.revisions.into_iter().collect(),
+                revision_link_files: Some(k.revision_links.into_iter().collect()),
+                layer_link_files: Some(k.layer_links.into_iter().collect()),
+                tags,
+                uploads: k.uploads.into_iter().collect(),
+                name,
+            };
+            (repo, problems)
+        })
+        .collect();
+    Some((out, shared))
+}
+
+const RESERVED_PARTS: [&str; 3] = layout::RESERVED;
 
 /// Which of `_layers`, `_manifests`, `_uploads` a repository directory has.
 #[derive(Debug, Clone, Copy, Default)]
@@ -284,27 +424,36 @@ pub fn read_link(
     Ok(storage.read(path, 1024)?.map(|c| parse_link(&c)))
 }
 
+/// Reads a tag's `current/link`.
+fn current_link(
+    storage: &dyn Storage,
+    repo: &str,
+    tag: &str,
+    problems: &mut Vec<StorageError>,
+) -> CurrentLink {
+    match read_link(storage, &layout::tag_current_link(repo, tag)) {
+        Ok(Some(Ok(d))) => CurrentLink::Names(d),
+        Ok(Some(Err(why))) => CurrentLink::Malformed(why),
+        Ok(None) => CurrentLink::Missing,
+        // A link is 71 bytes: past the read limit it is garbage, not an I/O failure.
+        Err(StorageError::TooLarge { limit, .. }) => {
+            CurrentLink::Malformed(format!("link file is larger than {limit} bytes"))
+        }
+        Err(err) => {
+            let why = err.reason();
+            problems.push(err);
+            CurrentLink::Unreadable(why)
+        }
+    }
+}
+
 fn tags(storage: &dyn Storage, repo: &str, problems: &mut Vec<StorageError>) -> Vec<Tag> {
     let dir = layout::tags_dir(repo);
     let mut tags: Vec<Tag> = list(storage, &dir, problems)
         .into_iter()
         .filter(|e| e.kind == EntryKind::Dir && e.utf8)
         .map(|e| {
-            let link = layout::tag_current_link(repo, &e.name);
-            let current = match read_link(storage, &link) {
-                Ok(Some(Ok(d))) => CurrentLink::Names(d),
-                Ok(Some(Err(why))) => CurrentLink::Malformed(why),
-                Ok(None) => CurrentLink::Missing,
-                // A link is 71 bytes: past the read limit it is garbage, not an I/O failure.
-                Err(StorageError::TooLarge { limit, .. }) => {
-                    CurrentLink::Malformed(format!("link file is larger than {limit} bytes"))
-                }
-                Err(err) => {
-                    let why = err.reason();
-                    problems.push(err);
-                    CurrentLink::Unreadable(why)
-                }
-            };
+            let current = current_link(storage, repo, &e.name, problems);
             let index = digest_dirs(storage, &format!("{dir}/{}/index/sha256", e.name), problems);
             Tag {
                 name: e.name,
@@ -505,5 +654,165 @@ mod tests {
         assert!(paths.iter().any(|p| p.ends_with("/evil")), "{paths:?}");
         assert!(paths.iter().any(|p| p.ends_with(&hex(2))), "{paths:?}");
         assert!(paths.iter().any(|p| p.contains("caf")), "{paths:?}");
+    }
+
+    /// A file system read the way an object store answers: one recursive listing of files.
+    #[derive(Debug)]
+    struct Keyed(FsStorage);
+
+    impl Storage for Keyed {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError> {
+            self.0.list_dir(path)
+        }
+        fn stat(&self, path: &str) -> Result<Option<crate::storage::FileMeta>, StorageError> {
+            self.0.stat(path)
+        }
+        fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
+            self.0.read(path, limit)
+        }
+        fn open(&self, path: &str) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
+            self.0.open(path)
+        }
+        fn remove_dir_all(&self, path: &str) -> Result<(), StorageError> {
+            self.0.remove_dir_all(path)
+        }
+        fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError> {
+            self.0.create_new(path, content)
+        }
+        fn walk_files(
+            &self,
+            dir: &str,
+            visit: &mut dyn FnMut(&str, crate::storage::FileMeta),
+        ) -> Option<Result<(), StorageError>> {
+            let base = self.0.root().join(dir);
+            for entry in walkdir::WalkDir::new(&base).follow_links(false) {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => return Some(Err(StorageError::io(dir, e.into()))),
+                };
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let rel = entry.path().strip_prefix(&base).expect("below base");
+                let meta = crate::storage::FileMeta {
+                    size: 0,
+                    modified: None,
+                    kind: EntryKind::File,
+                };
+                visit(&rel.to_string_lossy(), meta);
+            }
+            Some(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_recursive_key_listing_builds_the_same_inventory_as_the_directory_walk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        let v2 = layout::REPOSITORIES;
+        let link = |d: u8| format!("sha256:{}", hex(d));
+        touch(
+            r,
+            &format!("{v2}/team/app/_layers/sha256/{}/link", hex(1)),
+            &link(1),
+        );
+        touch(
+            r,
+            &format!("{v2}/team/app/api/_layers/sha256/{}/link", hex(2)),
+            &link(2),
+        );
+        touch(
+            r,
+            &format!(
+                "{v2}/team/app/api/_manifests/revisions/sha256/{}/link",
+                hex(3)
+            ),
+            &link(3),
+        );
+        // A revision directory with something but no link file.
+        touch(
+            r,
+            &format!(
+                "{v2}/team/app/api/_manifests/revisions/sha256/{}/junk",
+                hex(4)
+            ),
+            "",
+        );
+        touch(
+            r,
+            &format!("{v2}/team/app/api/_manifests/tags/1.0/current/link"),
+            &link(3),
+        );
+        touch(
+            r,
+            &format!(
+                "{v2}/team/app/api/_manifests/tags/1.0/index/sha256/{}/link",
+                hex(3)
+            ),
+            &link(3),
+        );
+        touch(
+            r,
+            &format!(
+                "{v2}/team/app/api/_manifests/tags/old/index/sha256/{}/link",
+                hex(5)
+            ),
+            &link(5),
+        );
+        touch(
+            r,
+            &format!("{v2}/team/app/api/_uploads/6f1c/startedat"),
+            "2026-01-01T00:00:00Z",
+        );
+        touch(
+            r,
+            &format!("{v2}/team/app/api/_layers/sha256/not-hex/link"),
+            "",
+        );
+        touch(
+            r,
+            &format!("{v2}/team/_hidden/_layers/sha256/{}/link", hex(6)),
+            &link(6),
+        );
+        touch(r, &format!("{}/01/{}/data", layout::BLOBS, hex(1)), "x");
+        let all = Needs::LAYERS
+            .with(Needs::REVISIONS)
+            .with(Needs::TAGS)
+            .with(Needs::UPLOADS);
+        let (walked, walked_problems) = scan("r", &FsStorage::new(r), all);
+        let (keyed, keyed_problems) = scan("r", &Keyed(FsStorage::new(r)), all);
+        let strip = |inv: &Inventory| -> Vec<Repository> {
+            inv.repositories
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    r.revision_link_files = None;
+                    r.layer_link_files = None;
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(
+            format!("{:?}", strip(&walked)),
+            format!("{:?}", strip(&keyed))
+        );
+        assert_eq!(walked.repositories.len(), 2);
+        assert_eq!(walked_problems, keyed_problems);
+        assert_eq!(walked_problems.len(), 1, "{walked_problems:?}");
+        let api = keyed.repository("team/app/api").expect("api");
+        let d3 = Digest::from_hex(&hex(3)).expect("hex");
+        let d4 = Digest::from_hex(&hex(4)).expect("hex");
+        assert_eq!(api.revision_link_listed(&d3), Some(true));
+        assert_eq!(api.revision_link_listed(&d4), Some(false));
+        assert_eq!(
+            walked
+                .repository("team/app/api")
+                .expect("api")
+                .revision_link_listed(&d3),
+            None
+        );
     }
 }

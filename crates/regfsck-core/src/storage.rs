@@ -119,6 +119,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Creates a file that must not exist yet (creating parent directories), for undo.
     fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError>;
 
+    /// Every file below `dir`, recursively, from one recursive listing: paths relative to
+    /// `dir`, in any order. For backends where that is far cheaper than listing directory by
+    /// directory (an object store lists 1,000 keys a request). `None`: not offered, so the
+    /// scan walks with [`Storage::list_dir`] (the default, right for a file system).
+    fn walk_files(
+        &self,
+        dir: &str,
+        visit: &mut dyn FnMut(&str, FileMeta),
+    ) -> Option<Result<(), StorageError>> {
+        let _ = (dir, visit);
+        None
+    }
+
     /// What the backend spent (requests by kind, retries), for the run's summary; `None` for
     /// backends where that is not worth counting (a local file system).
     fn stats(&self) -> Option<serde_json::Value> {

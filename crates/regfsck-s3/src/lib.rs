@@ -594,6 +594,38 @@ impl Storage for S3Storage {
     }
 
     /// One recursive paged listing of `blobs/sha256/`: `ceil(keys / 1000)` requests.
+    /// One recursive paged listing: the scan builds every repository from the keys, with
+    /// no request per repository or per link.
+    fn walk_files(
+        &self,
+        dir: &str,
+        visit: &mut dyn FnMut(&str, FileMeta),
+    ) -> Option<Result<(), StorageError>> {
+        let base = match self.key(dir) {
+            Ok(k) => k,
+            Err(e) => return Some(Err(e)),
+        };
+        let prefix = format!("{base}/");
+        let result = self.block(self.list_pages(&prefix, false, None, |page| {
+            for object in page.objects {
+                if let Some(rel) = object.location.as_ref().strip_prefix(&prefix) {
+                    let meta = FileMeta {
+                        size: object.size,
+                        modified: Some(SystemTime::from(object.last_modified)),
+                        kind: EntryKind::File,
+                    };
+                    visit(rel, meta);
+                }
+            }
+            true
+        }));
+        Some(result.map_err(|e| io_error(dir, e)))
+    }
+
+    fn stats(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.requests()).ok()
+    }
+
     fn list_blobs(&self) -> BlobListing {
         self.blob_listing()
     }

@@ -21,6 +21,7 @@ pub mod human;
 pub mod json;
 pub mod metrics;
 pub mod progress;
+pub mod s3;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -280,7 +281,7 @@ fn run(args: &RunArgs) -> ExitStatus {
         audit,
         cancel: Some(cancel),
         progress: spinner.clone().map(|s| s as Arc<dyn runner::Progress>),
-        open_storage: None,
+        open_storage: Some(Arc::new(s3::open)),
     };
     let result = runner::run(&file, policy, &opts);
     if let Some(s) = &spinner {
@@ -403,8 +404,16 @@ fn undo(args: &UndoArgs) -> ExitStatus {
             return ExitStatus::ScanErrors;
         }
     };
-    let storage_for =
-        |registry: &str| -> Box<dyn Storage> { Box::new(FsStorage::new(root.join(registry))) };
+    let storage_for = |registry: &str| -> Result<Box<dyn Storage>, String> {
+        match file
+            .registries
+            .get(registry)
+            .and_then(|s| s.storage.as_ref())
+        {
+            Some(spec) => s3::open(registry, spec),
+            None => Ok(Box::new(FsStorage::new(root.join(registry)))),
+        }
+    };
     let undo_id = runner::new_run_id();
     let results = audit::undo(&log, &records, &args.run_id, &undo_id, &storage_for);
     let restored = results.iter().filter(|r| r.outcome == "restored").count();

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 /// pull-through cache's TTL expires. Set to `false` once regfsck reads the
 /// link files: the live cases then require exactly the correct findings (and
 /// un-ignore `regfsck_sees_what_api_deletes_leave`).
-const EMPTY_DIGEST_DIRS_READ_AS_LINKS: bool = true;
+const EMPTY_DIGEST_DIRS_READ_AS_LINKS: bool = false;
 
 /// The path part of a `Location` header (2.8.2 sends absolute URLs).
 fn location_path(r: &http::Response) -> String {
@@ -1298,13 +1298,9 @@ fn api_deletes_leave_empty_digest_directories() {
 
 /// What regfsck should report after [`api_deletes_leave_empty_digest_directories`].
 ///
-/// Ignored: regfsck's scan takes the digest directories under `_layers/` and
-/// `_manifests/revisions/` for links without looking for the `link` file, so
-/// it misses all four (see the e2e README). Run with
-/// `cargo test -p regfsck --test e2e -- --ignored`.
+/// regfsck must look for the `link` file in each digest directory: the
+/// directories alone would hide all four (see the e2e README).
 #[test]
-#[ignore = "regfsck takes the empty digest directories 2.8.2's API deletes leave for links: \
-            missing-referenced-blobs, dangling-tags (history) and unreferenced-blobs miss them"]
 fn regfsck_sees_what_api_deletes_leave() {
     let s = api_delete_scenario("api-deletes-regfsck");
     let policy = s.lab.policy("");
@@ -1370,12 +1366,13 @@ fn regfsck_sees_what_api_deletes_leave() {
     }
     let run = s.lab.regfsck(&policy, "all", true);
     assert_findings(&run, &expected, &["modified"], "after the API deletes");
-    // The layers of the deleted web image are still linked: GC sweeps them,
-    // regfsck counts them as reached through a layer link only.
+    // The deleted web image is still linked: its config and layer through layer
+    // links, its manifest through `latest`'s history. GC sweeps all three;
+    // regfsck counts them as reached through a link only.
     assert_eq!(
         counter(&run, "private", "unreferenced-blobs", "link_only"),
-        Some(2),
-        "web-a's config and layer\n{}",
+        Some(3),
+        "web-a's manifest, config and layer\n{}",
         run.describe()
     );
     s.lab.done();
