@@ -662,4 +662,80 @@ min-age = "1h"
         assert!(!err.problems.is_empty());
         assert!(err.problems.iter().all(|p| p.span.is_some()));
     }
+
+    #[test]
+    fn object_store_settings_are_validated_with_spans() {
+        let ok = parse(
+            r#"
+[registries.cache]
+storage = "s3://bucket/registry"
+endpoint = "http://127.0.0.1:8333"
+path-style = true
+allow-http = true
+max-requests-per-second = 20
+[policies.p.registries."*"]
+policy-test-warn = "warn"
+"#,
+        )
+        .expect("valid");
+        let spec = ok.registries["cache"].storage.clone().expect("storage");
+        assert_eq!(spec.url.as_deref(), Some("s3://bucket/registry"));
+        assert_eq!(spec.max_requests_per_second, Some(20));
+        assert_eq!(spec.path_style, Some(true));
+
+        let text = r#"[registries."*"]
+storage = "s3://b"
+[registries.a]
+storage = "gs://bucket"
+[registries.b]
+storage = "s3://b"
+registry-config = "/no/such/config.yml"
+[registries.c]
+endpoint = "http://127.0.0.1:1"
+path-style = "yes"
+[policies.p]
+"#;
+        let err = parse(text).expect_err("invalid");
+        let got: Vec<(String, &str)> = err
+            .problems
+            .iter()
+            .map(|p| {
+                let span = p.span.expect("span");
+                (
+                    p.message.clone(),
+                    &text[span.offset()..span.offset() + span.len()],
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "`storage` belongs to one registry, not to \"*\"".to_string(),
+                    "storage"
+                ),
+                (
+                    "unsupported storage URL `gs://bucket`".to_string(),
+                    "\"gs://bucket\""
+                ),
+                // Keys are read in sorted order: registry-config first.
+                (
+                    "`storage` and `registry-config` both say where the storage is".to_string(),
+                    "storage"
+                ),
+                (
+                    "registry config `/no/such/config.yml` is not a readable file".to_string(),
+                    "\"/no/such/config.yml\""
+                ),
+                (
+                    "connection settings without `storage` or `registry-config`".to_string(),
+                    "c"
+                ),
+                (
+                    "expected true or false, found string".to_string(),
+                    "\"yes\""
+                ),
+            ]
+        );
+    }
 }
