@@ -530,3 +530,47 @@ fn example_tree_and_shipped_policy_run_as_the_readme_says() {
     );
     let _ = OCI_MANIFEST;
 }
+
+#[test]
+fn every_check_declares_option_defaults_that_parse_and_a_help_line() {
+    // Naming the regfsck library links its built-in checks into this test binary.
+    use regfsck as _;
+    let regs = regfsck_core::check::registered();
+    let out = regfsck()
+        .args(["checks", "--format", "json"])
+        .output()
+        .expect("runs");
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        regs.len(),
+        listed.len(),
+        "the library and the binary link the same checks"
+    );
+    for r in regs {
+        assert!(
+            !r.info.help.is_empty() && !r.info.summary.is_empty(),
+            "{}",
+            r.info.id
+        );
+        assert!(
+            !r.info.help.ends_with('.'),
+            "{}: help has no trailing period",
+            r.info.id
+        );
+        for o in r.info.options {
+            assert!(
+                regfsck_core::OptionValue::parse_str(o.kind, o.default).is_some(),
+                "{}: option {} has a default that does not parse: {:?}",
+                r.info.id,
+                o.name,
+                o.default
+            );
+            assert!(
+                r.info.explanation.contains(o.name),
+                "{}: option {} is not explained",
+                r.info.id,
+                o.name
+            );
+        }
+    }
+}
