@@ -27,7 +27,15 @@ regfsck_core::declare_check! {
 
 impl Check for DanglingTags {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
-        cx.each_repository(|repo| check_repository(cx, repo).output())
+        cx.each_repository(
+            &[
+                "tags_checked",
+                "index_entries_checked",
+                "dangling_tags",
+                "dangling_index_entries",
+            ],
+            |repo| check_repository(cx, repo).output(),
+        )
     }
 }
 

@@ -34,7 +34,10 @@ const LINK_READ_LIMIT: u64 = 1024;
 
 impl Check for InvalidLinks {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
-        cx.each_repository(|repo| check_repository(cx, repo).output())
+        cx.each_repository(
+            &["links_read", "invalid_links", "link_files_missing"],
+            |repo| check_repository(cx, repo).output(),
+        )
     }
 }
 

@@ -37,7 +37,18 @@ const FOREIGN_LAYERS: [&str; 4] = [
 
 impl Check for MissingReferencedBlobs {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
-        cx.each_repository(|repo| check_repository(cx, repo).output())
+        cx.each_repository(
+            &[
+                "manifests_inspected",
+                "indexes_inspected",
+                "blobs_checked",
+                "missing_blob_data",
+                "missing_layer_links",
+                "manifests_without_config",
+                "foreign_layers_skipped",
+            ],
+            |repo| check_repository(cx, repo).output(),
+        )
     }
 }
 

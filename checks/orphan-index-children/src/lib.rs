@@ -1,6 +1,7 @@
 //! `orphan-index-children`: image indexes whose child manifests the repository lost.
 
 use regfsck_core::manifest::ManifestError;
+use regfsck_core::scan::Repository;
 use regfsck_core::{Check, CheckContext, CheckOutput, Finding, layout};
 
 pub const ID: &str = "orphan-index-children";
@@ -19,67 +20,74 @@ regfsck_core::declare_check! {
 
 impl Check for OrphanIndexChildren {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
-        let mut out = CheckOutput::default();
-        let mut inspected = 0u64;
-        for repo in &cx.inventory.repositories {
-            for index_digest in &repo.revisions {
-                if !cx.inventory.has_blob_data(index_digest) {
-                    continue; // no manifest to read: another check's business
-                }
-                let manifest = match cx.manifests.get(index_digest) {
-                    Ok(m) => m,
-                    Err(ManifestError::Missing) => continue,
-                    Err(e) => {
-                        let path = layout::blob_data(index_digest);
-                        out.problems.push(cx.problem(
-                            path,
-                            format!("manifest of {}/{}: {e}", repo.name, index_digest.short()),
-                        ));
-                        continue;
-                    }
-                };
-                if !manifest.is_index() {
-                    continue;
-                }
-                // Only an index the registry serves: its own revision link must be a file.
-                // (A revision directory without its link is another check's finding.)
-                match cx.revision_link_exists(repo, index_digest) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
+        // Repositories in parallel: each revision costs a manifest read (a GET on S3).
+        cx.each_repository(&["indexes_inspected", "orphaned_children"], |repo| {
+            check_repository(cx, repo)
+        })
+    }
+}
+
+fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> CheckOutput {
+    let mut out = CheckOutput::default();
+    let mut inspected = 0u64;
+    for index_digest in &repo.revisions {
+        if !cx.inventory.has_blob_data(index_digest) {
+            continue; // no manifest to read: another check's business
+        }
+        let manifest = match cx.manifests.get(index_digest) {
+            Ok(m) => m,
+            Err(ManifestError::Missing) => continue,
+            Err(e) => {
+                let path = layout::blob_data(index_digest);
+                out.problems.push(cx.problem(
+                    path,
+                    format!("manifest of {}/{}: {e}", repo.name, index_digest.short()),
+                ));
+                continue;
+            }
+        };
+        if !manifest.is_index() {
+            continue;
+        }
+        // Only an index the registry serves: its own revision link must be a file.
+        // (A revision directory without its link is another check's finding.)
+        match cx.revision_link_exists(repo, index_digest) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                out.problems.push(cx.problem(e.path(), e.reason()));
+                continue;
+            }
+        }
+        inspected += 1;
+        for child in manifest.children() {
+            if !child.digest.starts_with("sha256:") {
+                continue; // Distribution stores only sha256 revisions
+            }
+            let Some(cd) = child.sha256() else {
+                out.problems.push(cx.problem(
+                    layout::blob_data(index_digest),
+                    format!("index lists a malformed child digest {:?}", child.digest),
+                ));
+                continue;
+            };
+            let link = layout::revision_link(&repo.name, &cd);
+            if repo.has_revision(&cd) {
+                // The directory is there; the registry needs the link file in it.
+                match cx.revision_link_exists(repo, &cd) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
                     Err(e) => {
                         out.problems.push(cx.problem(e.path(), e.reason()));
                         continue;
                     }
                 }
-                inspected += 1;
-                for child in manifest.children() {
-                    if !child.digest.starts_with("sha256:") {
-                        continue; // Distribution stores only sha256 revisions
-                    }
-                    let Some(cd) = child.sha256() else {
-                        out.problems.push(cx.problem(
-                            layout::blob_data(index_digest),
-                            format!("index lists a malformed child digest {:?}", child.digest),
-                        ));
-                        continue;
-                    };
-                    let link = layout::revision_link(&repo.name, &cd);
-                    if repo.has_revision(&cd) {
-                        // The directory is there; the registry needs the link file in it.
-                        match cx.revision_link_exists(repo, &cd) {
-                            Ok(true) => continue,
-                            Ok(false) => {}
-                            Err(e) => {
-                                out.problems.push(cx.problem(e.path(), e.reason()));
-                                continue;
-                            }
-                        }
-                    }
-                    let platform = child.platform.as_ref().map(ToString::to_string);
-                    let blob = cx.inventory.has_blob_data(&cd);
-                    let shown = platform.clone().unwrap_or_else(|| "no platform".into());
-                    let state = if blob { "present" } else { "missing" };
-                    out.findings.push(
+            }
+            let platform = child.platform.as_ref().map(ToString::to_string);
+            let blob = cx.inventory.has_blob_data(&cd);
+            let shown = platform.clone().unwrap_or_else(|| "no platform".into());
+            let state = if blob { "present" } else { "missing" };
+            out.findings.push(
                         Finding::new(
                             ID,
                             cx.registry,
@@ -102,16 +110,14 @@ impl Check for OrphanIndexChildren {
                         .evidence(link, false, "the child's revision link is gone")
                         .evidence(layout::blob_data(&cd), blob, format!("child blob {state}")),
                     );
-                }
-            }
         }
-        let orphaned = out.findings.len() as u64;
-        out.counters = vec![
-            ("indexes_inspected", inspected),
-            ("orphaned_children", orphaned),
-        ];
-        out
     }
+    let orphaned = out.findings.len() as u64;
+    out.counters = vec![
+        ("indexes_inspected", inspected),
+        ("orphaned_children", orphaned),
+    ];
+    out
 }
 
 #[cfg(test)]

@@ -157,14 +157,18 @@ impl CheckContext<'_> {
     }
 
     /// Runs `f` on every repository in parallel and merges the outputs in repository order
-    /// (see [`CheckOutput::absorb`]): the usual shape of a per-repository check.
-    pub fn each_repository<F>(&self, f: F) -> CheckOutput
+    /// (see [`CheckOutput::absorb`]): the usual shape of a per-repository check. `counters`
+    /// are reported (as 0) even when no repository produced them.
+    pub fn each_repository<F>(&self, counters: &[&'static str], f: F) -> CheckOutput
     where
         F: Fn(&Repository) -> CheckOutput + Sync + Send,
     {
         use rayon::prelude::*;
         let outputs: Vec<CheckOutput> = self.inventory.repositories.par_iter().map(f).collect();
-        let mut out = CheckOutput::default();
+        let mut out = CheckOutput {
+            counters: counters.iter().map(|c| (*c, 0)).collect(),
+            ..CheckOutput::default()
+        };
         for o in outputs {
             out.absorb(o);
         }

@@ -296,7 +296,15 @@ pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunR
                 continue;
             }
         };
-        run_registry(name, storage.as_ref(), policy, &settings, opts, &mut report);
+        let pool = storage
+            .parallelism()
+            .and_then(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok());
+        match pool {
+            Some(pool) => pool.install(|| {
+                run_registry(name, storage.as_ref(), policy, &settings, opts, &mut report)
+            }),
+            None => run_registry(name, storage.as_ref(), policy, &settings, opts, &mut report),
+        }
     }
     report
         .outcomes

@@ -132,6 +132,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// How many requests may usefully be in flight at once, when that is more than the
+    /// number of cores (a network store is bound by latency): the runner scans such a
+    /// registry in a thread pool of this size. `None`: one thread per core.
+    fn parallelism(&self) -> Option<usize> {
+        None
+    }
+
     /// What the backend spent (requests by kind, retries), for the run's summary; `None` for
     /// backends where that is not worth counting (a local file system).
     fn stats(&self) -> Option<serde_json::Value> {

@@ -622,6 +622,10 @@ impl Storage for S3Storage {
         Some(result.map_err(|e| io_error(dir, e)))
     }
 
+    fn parallelism(&self) -> Option<usize> {
+        Some(self.config.concurrency.max(1))
+    }
+
     fn stats(&self) -> Option<serde_json::Value> {
         serde_json::to_value(self.requests()).ok()
     }
