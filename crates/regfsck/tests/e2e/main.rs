@@ -16,6 +16,7 @@
 //! - `lab`: a workbench for the per-check cases (data root, registries,
 //!   pushes, policy, exact comparison of findings).
 //! - `more_checks`: a case per check (issue #5).
+//! - `s3`: the same breakage on a registry with the s3 driver (SeaweedFS).
 
 mod gc_scenario;
 mod http;
@@ -25,5 +26,6 @@ mod oci;
 mod packages;
 mod regfsck;
 mod registry;
+mod s3;
 mod skopeo;
 mod storage;
