@@ -26,7 +26,7 @@ regfsck_core::declare_check! {
     explanation: include_str!("../EXPLAIN.md"),
     help: "rewrite the link with the digest of its directory (`sha256:<hex>`, no newline) or push the image again; a tag's current link names the manifest the tag should serve",
     max_level: Warn,
-    needs: [LAYERS, REVISIONS, TAGS],
+    needs: [LAYERS, REVISIONS, TAGS, MANIFESTS],
 }
 
 /// Distribution writes 71 bytes; more than this is not a link.

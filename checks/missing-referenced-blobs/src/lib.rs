@@ -23,7 +23,7 @@ regfsck_core::declare_check! {
     explanation: include_str!("../EXPLAIN.md"),
     help: "push the image again (a pull-through cache re-fetches once the stale layer link is gone); restore the `_layers` link when only the link is missing",
     max_level: Warn,
-    needs: [TAGS, REVISIONS, LAYERS],
+    needs: [TAGS, REVISIONS, LAYERS, MANIFESTS],
 }
 
 /// Layers clients fetch from the URLs in the manifest, never from the registry: Distribution

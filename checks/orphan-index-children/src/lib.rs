@@ -15,7 +15,7 @@ regfsck_core::declare_check! {
     explanation: include_str!("../EXPLAIN.md"),
     help: "rebuild and push the image (or re-create the child's revision link while its blobs still exist); never delete the index automatically",
     max_level: Warn,
-    needs: [REVISIONS],
+    needs: [REVISIONS, MANIFESTS],
 }
 
 impl Check for OrphanIndexChildren {

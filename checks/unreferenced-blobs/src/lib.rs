@@ -23,7 +23,7 @@ regfsck_core::declare_check! {
     explanation: include_str!("../EXPLAIN.md"),
     help: "run the registry's garbage-collect (read-only mode or stopped) to free them; look first at why they lost their references",
     max_level: Warn,
-    needs: [LAYERS, REVISIONS, TAGS],
+    needs: [LAYERS, REVISIONS, TAGS, MANIFESTS],
 }
 
 impl Check for UnreferencedBlobs {

@@ -53,6 +53,9 @@ impl Needs {
     pub const TAGS: Needs = Needs(4);
     /// `_uploads/*` of every repository.
     pub const UPLOADS: Needs = Needs(8);
+    /// Reads manifest blobs through [`ManifestCache`]: when two or more enabled checks do,
+    /// parsed manifests are kept for the run so each is read once; with one, nothing is kept.
+    pub const MANIFESTS: Needs = Needs(16);
 
     pub const fn with(self, other: Needs) -> Needs {
         Needs(self.0 | other.0)

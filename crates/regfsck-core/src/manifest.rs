@@ -143,22 +143,37 @@ pub enum ManifestError {
 type Slot = Arc<OnceLock<Result<Arc<Manifest>, ManifestError>>>;
 
 /// Reads and parses each manifest blob at most once per registry scan, shared by all checks.
+///
+/// Parsed manifests are what a run holds most of (about 2 KiB each), so they are kept only
+/// when more than one check reads them ([`ManifestCache::shared`]); a single reader gets each
+/// one read and parsed on demand, and nothing is retained.
 #[derive(Debug)]
 pub struct ManifestCache<'s> {
     storage: &'s dyn Storage,
+    retain: bool,
     slots: Mutex<HashMap<Digest, Slot>>,
 }
 
 impl<'s> ManifestCache<'s> {
+    /// A cache that keeps every manifest it parsed for the run.
     pub fn new(storage: &'s dyn Storage) -> Self {
+        Self::shared(storage, true)
+    }
+
+    /// `retain`: keep parsed manifests (several checks read them) or not (one does).
+    pub fn shared(storage: &'s dyn Storage, retain: bool) -> Self {
         Self {
             storage,
+            retain,
             slots: Mutex::new(HashMap::new()),
         }
     }
 
     /// The parsed manifest stored under `digest` in the blob store.
     pub fn get(&self, digest: &Digest) -> Result<Arc<Manifest>, ManifestError> {
+        if !self.retain {
+            return self.load(digest);
+        }
         let slot = {
             let mut slots = self
                 .slots
@@ -167,14 +182,6 @@ impl<'s> ManifestCache<'s> {
             Arc::clone(slots.entry(*digest).or_default())
         };
         slot.get_or_init(|| self.load(digest)).clone()
-    }
-
-    /// How many distinct manifest blobs were read.
-    pub fn reads(&self) -> usize {
-        self.slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
     }
 
     fn load(&self, digest: &Digest) -> Result<Arc<Manifest>, ManifestError> {

@@ -386,7 +386,11 @@ pub fn run_registry(
         summary.fix_refused = Some(reason);
     }
 
-    let manifests = ManifestCache::new(storage);
+    let readers = enabled
+        .iter()
+        .filter(|(r, _)| r.info.needs.contains(Needs::MANIFESTS))
+        .count();
+    let manifests = ManifestCache::shared(storage, readers > 1);
     let outputs: Vec<_> = enabled
         .par_iter()
         .map(|(reg, level)| {

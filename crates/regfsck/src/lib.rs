@@ -310,10 +310,14 @@ fn run(args: &RunArgs) -> ExitStatus {
         for w in &report.warnings {
             eprintln!("warning: {w}");
         }
-        print(&match args.format {
-            Format::Json => json::render(&report),
-            Format::Human => human::render(&report, args.explain),
-        });
+        match args.format {
+            Format::Json => {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                // A closed pipe (`… | head`) is not an error.
+                let _ = json::write(&report, &mut out).and_then(|()| out.flush());
+            }
+            Format::Human => print(&human::render(&report, args.explain)),
+        }
     }
     if let Some(path) = &args.metrics_file
         && let Err(e) = metrics::write(path, &report, status)
