@@ -68,12 +68,9 @@ impl Check for OrphanLayerLinks {
         let link = storage.stat(&link_path)?;
         let content = read_link(storage, &link_path)?;
         let holds = blob.is_none() && matches!(content, Some(Ok(t)) if t == d);
-        let dir = storage.stat(&layout::layer_link_dir(&finding.repository, &d))?;
-        let last_change = [link, dir]
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m.modified)
-            .max();
+        // The link file's own time: a push (re)writes it. (A directory's time would cost a
+        // listing on an object store and says nothing more.)
+        let last_change = link.and_then(|m| m.modified);
         Ok(Recheck { holds, last_change })
     }
 }

@@ -148,13 +148,15 @@ pub fn capture(storage: &dyn Storage, dir: &str) -> Result<Vec<LoggedFile>, Stor
             match e.kind {
                 EntryKind::Dir => stack.push(path),
                 EntryKind::File => {
-                    let size = storage.stat(&path)?.map_or(0, |m| m.size);
-                    let content = if size <= MAX_LOGGED_CONTENT {
-                        storage
-                            .read(&path, MAX_LOGGED_CONTENT)?
-                            .and_then(|b| String::from_utf8(b).ok())
-                    } else {
-                        None
+                    // Read first: a small file's length is its size, and only a file over the
+                    // limit costs a stat (a request on an object store).
+                    let (size, content) = match storage.read(&path, MAX_LOGGED_CONTENT) {
+                        Ok(Some(bytes)) => (bytes.len() as u64, String::from_utf8(bytes).ok()),
+                        Ok(None) => continue, // gone since the listing
+                        Err(StorageError::TooLarge { .. }) => {
+                            (storage.stat(&path)?.map_or(0, |m| m.size), None)
+                        }
+                        Err(e) => return Err(e),
                     };
                     out.push(LoggedFile {
                         path,
