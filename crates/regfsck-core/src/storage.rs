@@ -261,6 +261,33 @@ impl FsStorage {
     }
 }
 
+/// Opens for reading without following a symlink in the last component.
+fn open_nofollow(path: &Path) -> io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: a FIFO planted where a file belongs must not hang the scan (fstat then
+        // refuses it); it changes nothing for regular files.
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    opts.open(path)
+}
+
+/// `open(O_NOFOLLOW)` on a symlink fails with ELOOP.
+fn is_symlink_refusal(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 fn kind_of(ft: std::fs::FileType) -> EntryKind {
     if ft.is_symlink() {
         EntryKind::Symlink
@@ -318,12 +345,20 @@ impl Storage for FsStorage {
 
     fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
         use std::io::Read;
-        let full = self.full(path)?;
-        let meta = match std::fs::symlink_metadata(&full) {
-            Ok(m) => m,
+        // open (never through a final symlink) + fstat + one read + close: this runs once per
+        // link file for some checks, so every system call counts.
+        let file = match open_nofollow(&self.full(path)?) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if is_symlink_refusal(&e) => {
+                return Err(StorageError::Refused {
+                    path: path.to_string(),
+                    reason: "expected a file, found a symlink".into(),
+                });
+            }
             Err(e) => return Err(StorageError::io(path, e)),
         };
+        let meta = file.metadata().map_err(|e| StorageError::io(path, e))?;
         if !meta.file_type().is_file() {
             return Err(StorageError::Refused {
                 path: path.to_string(),
@@ -331,12 +366,14 @@ impl Storage for FsStorage {
                     .to_lowercase(),
             });
         }
-        let file = match std::fs::File::open(&full) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StorageError::io(path, e)),
-        };
-        let mut buf = Vec::with_capacity(meta.len().min(limit) as usize);
+        if meta.len() > limit {
+            return Err(StorageError::TooLarge {
+                path: path.to_string(),
+                limit,
+            });
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize + 1);
+        // At most limit + 1 bytes, in case the file grew since the fstat.
         file.take(limit.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|e| StorageError::io(path, e))?;
@@ -478,5 +515,33 @@ mod tests {
         let err = s.remove_dir_all("a/link/victim").expect_err("must refuse");
         assert!(matches!(err, StorageError::Refused { .. }), "{err}");
         assert!(outside.path().join("victim/file").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_refuses_symlinks_and_fifos_without_hanging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "a/target", "sha256:x");
+        std::os::unix::fs::symlink(dir.path().join("a/target"), dir.path().join("a/link"))
+            .expect("symlink");
+        let fifo = dir.path().join("a/fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let s = FsStorage::new(dir.path());
+        assert!(matches!(
+            s.read("a/link", 100),
+            Err(StorageError::Refused { .. })
+        ));
+        assert!(matches!(
+            s.read("a/fifo", 100),
+            Err(StorageError::Refused { .. })
+        ));
+        assert_eq!(
+            s.read("a/target", 100).expect("read"),
+            Some(b"sha256:x".to_vec())
+        );
     }
 }
