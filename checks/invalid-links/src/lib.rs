@@ -4,13 +4,14 @@
 //! Distribution reads a link with `digest.Parse(content)`: no whitespace, no trailing newline,
 //! `sha256:` and 64 lowercase hex. Its garbage collector walks every `link` under `_layers`
 //! and `_manifests/revisions` and aborts on the first one that does not parse
-//! (distribution #1960). Every link file of every repository is read once here, in parallel.
+//! (distribution #1960). Every link file of every repository is read once, by the scan
+//! (`LINK_CONTENTS`), which shares what it read with the other checks.
 
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
 use regfsck_core::finding::tag_refs;
-use regfsck_core::scan::{Repository, Tag, parse_link};
+use regfsck_core::scan::{CurrentLink, LinkFacts, Repository, parse_link};
+use regfsck_core::storage::{LINK_READ_LIMIT, LinkState};
 use regfsck_core::{
     Check, CheckContext, CheckOutput, Digest, Finding, Problem, StorageError, layout,
 };
@@ -26,11 +27,8 @@ regfsck_core::declare_check! {
     explanation: include_str!("../EXPLAIN.md"),
     help: "rewrite the link with the digest of its directory (`sha256:<hex>`, no newline) or push the image again; a tag's current link names the manifest the tag should serve",
     max_level: Warn,
-    needs: [LAYERS, REVISIONS, TAGS, MANIFESTS],
+    needs: [LAYERS, REVISIONS, TAGS, MANIFESTS, LINK_CONTENTS],
 }
-
-/// Distribution writes 71 bytes; more than this is not a link.
-const LINK_READ_LIMIT: u64 = 1024;
 
 impl Check for InvalidLinks {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
@@ -145,7 +143,7 @@ enum Outcome {
 }
 
 fn inspect(cx: &CheckContext<'_>, link: &Link<'_>) -> Outcome {
-    match cx.storage.read(&link.path, LINK_READ_LIMIT) {
+    match cx.storage.read(&link.path, LINK_READ_LIMIT as u64) {
         Ok(None) => Outcome::Missing,
         Ok(Some(content)) => match judge(&content, link.expected) {
             None => Outcome::Valid,
@@ -179,83 +177,102 @@ struct RepoResult {
     missing: u64,
 }
 
-fn tag_links<'r>(repo: &Repository, tag: &'r Tag) -> impl Iterator<Item = Link<'r>> {
-    let current = Link {
-        kind: Kind::TagCurrent,
-        path: layout::tag_current_link(&repo.name, &tag.name),
-        expected: None,
-        tag: Some(tag.name.as_str()),
-    };
-    let name = repo.name.clone();
-    let index = tag.index.iter().map(move |d| Link {
-        kind: Kind::TagIndex,
-        path: layout::tag_index_link(&name, &tag.name, d),
-        expected: Some(*d),
-        tag: Some(tag.name.as_str()),
-    });
-    std::iter::once(current).chain(index)
-}
-
-/// The links that are not valid, and what was found there.
-fn odd_links<'r>(
-    cx: &CheckContext<'_>,
-    links: impl ParallelIterator<Item = Link<'r>>,
-) -> Vec<(Link<'r>, Outcome)> {
-    // Paths are built as they are read and dropped unless odd: a repository may hold a
-    // million layer links.
-    links
-        .filter_map(|link| match inspect(cx, &link) {
-            Outcome::Valid => None,
-            o => Some((link, o)),
-        })
-        .collect()
+/// Sorts the links the scan found not fine (it read every link file once, for all checks)
+/// into missing ones and invalid ones; links it could not look at are its problems.
+fn sort_odd<'r>(
+    r: &mut RepoResult,
+    invalid: &mut Vec<(Link<'r>, Invalid)>,
+    facts: &LinkFacts,
+    listed: usize,
+    kind: Kind,
+    tag: Option<&'r str>,
+    path: impl Fn(&Digest) -> String,
+) {
+    if !facts.read() {
+        return; // the scan could not open the directory, and said so
+    }
+    r.read += listed as u64;
+    for (d, state) in facts.odd() {
+        let why = match state {
+            LinkState::Content(c) => judge(c, Some(*d)),
+            LinkState::TooLarge => Some(Invalid::TooLarge),
+            LinkState::Missing => {
+                r.missing += 1;
+                None
+            }
+            LinkState::NotAFile(_) | LinkState::Unreadable(_) => None,
+        };
+        if !matches!(state, LinkState::Content(_) | LinkState::TooLarge) {
+            r.read -= 1;
+        }
+        if let Some(why) = why {
+            let link = Link {
+                kind,
+                path: path(d),
+                expected: Some(*d),
+                tag,
+            };
+            invalid.push((link, why));
+        }
+    }
 }
 
 fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
-    let by_dir = |kind: Kind, path: fn(&str, &Digest) -> String| {
-        move |d: &Digest| Link {
-            kind,
-            path: path(&repo.name, d),
-            expected: Some(*d),
-            tag: None,
-        }
-    };
-    let mut odd = odd_links(
-        cx,
-        repo.layers
-            .par_iter()
-            .map(by_dir(Kind::Layer, layout::layer_link)),
-    );
-    odd.extend(odd_links(
-        cx,
-        repo.revisions
-            .par_iter()
-            .map(by_dir(Kind::Revision, layout::revision_link)),
-    ));
-    odd.extend(odd_links(
-        cx,
-        repo.tags.par_iter().flat_map_iter(|t| tag_links(repo, t)),
-    ));
-    let total = repo.layers.len()
-        + repo.revisions.len()
-        + repo.tags.iter().map(|t| 1 + t.index.len()).sum::<usize>();
-    let mut r = RepoResult {
-        read: total as u64,
-        ..RepoResult::default()
-    };
+    let mut r = RepoResult::default();
     let mut invalid = Vec::new();
-    for (link, o) in odd {
-        match o {
-            Outcome::Valid => {}
-            Outcome::Missing => {
-                r.read -= 1;
-                r.missing += 1;
+    let name = repo.name.as_str();
+    let (layers, revisions) = (&repo.layer_links, &repo.revision_links);
+    sort_odd(
+        &mut r,
+        &mut invalid,
+        layers,
+        repo.layers.len(),
+        Kind::Layer,
+        None,
+        |d| layout::layer_link(name, d),
+    );
+    sort_odd(
+        &mut r,
+        &mut invalid,
+        revisions,
+        repo.revisions.len(),
+        Kind::Revision,
+        None,
+        |d| layout::revision_link(name, d),
+    );
+    for tag in &repo.tags {
+        let t = tag.name.as_str();
+        sort_odd(
+            &mut r,
+            &mut invalid,
+            &tag.index_links,
+            tag.index.len(),
+            Kind::TagIndex,
+            Some(t),
+            |d| layout::tag_index_link(name, t, d),
+        );
+        match &tag.current {
+            CurrentLink::Names(_) => r.read += 1,
+            CurrentLink::Missing => r.missing += 1,
+            CurrentLink::Unreadable(_) => {} // the scan's problem
+            CurrentLink::Malformed(_) => {
+                // The scan parsed it; read it again to say exactly what is wrong (rare).
+                let link = Link {
+                    kind: Kind::TagCurrent,
+                    path: layout::tag_current_link(name, t),
+                    expected: None,
+                    tag: Some(t),
+                };
+                match inspect(cx, &link) {
+                    Outcome::Valid => r.read += 1,
+                    Outcome::Missing => r.missing += 1,
+                    Outcome::Problem(p) => r.problems.push(p),
+                    Outcome::Invalid(why) => {
+                        r.read += 1;
+                        invalid.push((link, why));
+                    }
+                }
             }
-            Outcome::Problem(p) => {
-                r.read -= 1;
-                r.problems.push(p);
-            }
-            Outcome::Invalid(why) => invalid.push((link, why)),
         }
     }
     if invalid.is_empty() {

@@ -23,7 +23,7 @@ regfsck_core::declare_check! {
     explanation: include_str!("../EXPLAIN.md"),
     help: "push the image again (a pull-through cache re-fetches once the stale layer link is gone); restore the `_layers` link when only the link is missing",
     max_level: Warn,
-    needs: [TAGS, REVISIONS, LAYERS, MANIFESTS],
+    needs: [TAGS, REVISIONS, LAYERS, MANIFESTS, LINK_FILES],
 }
 
 /// Layers clients fetch from the URLs in the manifest, never from the registry: Distribution
@@ -165,13 +165,13 @@ impl<'r> Walk<'_, 'r> {
         if let Some(d) = desc.sha256() {
             return Some(d);
         }
-        if desc.digest.starts_with("sha256:") {
+        if desc.digest.claims_sha256() {
             self.problems.push(self.cx.problem(
                 layout::blob_data(within),
                 format!(
                     "manifest {} references a malformed digest {:?}",
                     within.short(),
-                    desc.digest
+                    desc.digest.to_string()
                 ),
             ));
         }

@@ -61,13 +61,16 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> CheckOutput {
         }
         inspected += 1;
         for child in manifest.children() {
-            if !child.digest.starts_with("sha256:") {
+            if !child.digest.claims_sha256() {
                 continue; // Distribution stores only sha256 revisions
             }
             let Some(cd) = child.sha256() else {
                 out.problems.push(cx.problem(
                     layout::blob_data(index_digest),
-                    format!("index lists a malformed child digest {:?}", child.digest),
+                    format!(
+                        "index lists a malformed child digest {:?}",
+                        child.digest.to_string()
+                    ),
                 ));
                 continue;
             };

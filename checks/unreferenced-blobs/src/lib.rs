@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use regfsck_core::manifest::ManifestError;
+use regfsck_core::manifest::{ManifestError, Reference};
 use regfsck_core::scan::Repository;
 use regfsck_core::storage::EntryKind;
 use regfsck_core::{
@@ -23,7 +23,7 @@ regfsck_core::declare_check! {
     explanation: include_str!("../EXPLAIN.md"),
     help: "run the registry's garbage-collect (read-only mode or stopped) to free them; look first at why they lost their references",
     max_level: Warn,
-    needs: [LAYERS, REVISIONS, TAGS, MANIFESTS],
+    needs: [LAYERS, REVISIONS, TAGS, MANIFESTS, LINK_FILES],
 }
 
 impl Check for UnreferencedBlobs {
@@ -121,6 +121,9 @@ impl Check for UnreferencedBlobs {
     }
 }
 
+/// Manifests parsed (and alive) at once while marking.
+const MANIFESTS_PER_BATCH: usize = 4096;
+
 /// How a blob is reached; the strongest way wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Mark {
@@ -161,57 +164,67 @@ impl Walk<'_, '_> {
             for d in &frontier {
                 self.mark(d, how);
             }
-            let cx = self.cx;
-            let read: Vec<(Digest, Result<Arc<Manifest>, ManifestError>)> = frontier
-                .par_iter()
-                .filter(|d| cx.inventory.has_blob_data(d))
-                .map(|d| (*d, cx.manifests.get(d)))
-                .collect();
             let mut next = Vec::new();
-            for (d, manifest) in read {
-                let manifest = match manifest {
-                    Ok(m) => m,
-                    Err(ManifestError::Missing) => continue,
-                    Err(e) => {
-                        self.problems.push(cx.problem(
-                            layout::blob_data(&d),
-                            format!(
-                                "manifest {}: {e} (blobs only it references are reported as unreferenced)",
-                                d.short()
-                            ),
-                        ));
-                        continue;
-                    }
-                };
-                self.manifests += 1;
-                for r in manifest.blob_references() {
-                    if let Some(rd) = self.reference(&d, r) {
-                        self.mark(&rd, how);
-                    }
-                }
-                for child in manifest.children() {
-                    if let Some(cd) = self.reference(&d, &child.digest)
-                        && self.visited.insert(cd)
-                    {
-                        next.push(cd);
-                    }
-                }
+            // A level may be every revision of the registry: parse a batch at a time, so that
+            // only a batch of parsed manifests is alive at once.
+            for batch in frontier.chunks(MANIFESTS_PER_BATCH) {
+                self.expand(batch, how, &mut next);
             }
             frontier = next;
         }
     }
 
+    /// Reads `batch`'s manifests in parallel, marks what they reference and queues their
+    /// children in `next`.
+    fn expand(&mut self, batch: &[Digest], how: Mark, next: &mut Vec<Digest>) {
+        let cx = self.cx;
+        let read: Vec<(Digest, Result<Arc<Manifest>, ManifestError>)> = batch
+            .par_iter()
+            .filter(|d| cx.inventory.has_blob_data(d))
+            .map(|d| (*d, cx.manifests.get(d)))
+            .collect();
+        for (d, manifest) in read {
+            let manifest = match manifest {
+                Ok(m) => m,
+                Err(ManifestError::Missing) => continue,
+                Err(e) => {
+                    self.problems.push(cx.problem(
+                        layout::blob_data(&d),
+                        format!(
+                            "manifest {}: {e} (blobs only it references are reported as unreferenced)",
+                            d.short()
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            self.manifests += 1;
+            for r in manifest.blob_references() {
+                if let Some(rd) = self.reference(&d, r) {
+                    self.mark(&rd, how);
+                }
+            }
+            for child in manifest.children() {
+                if let Some(cd) = self.reference(&d, &child.digest)
+                    && self.visited.insert(cd)
+                {
+                    next.push(cd);
+                }
+            }
+        }
+    }
+
     /// A reference's sha256 digest; a malformed one is a problem, another algorithm is
     /// simply not in this blob store.
-    fn reference(&mut self, manifest: &Digest, digest: &str) -> Option<Digest> {
-        let d = Digest::parse(digest);
-        if d.is_none() && digest.starts_with("sha256:") {
+    fn reference(&mut self, manifest: &Digest, reference: &Reference) -> Option<Digest> {
+        let d = reference.sha256();
+        if d.is_none() && reference.claims_sha256() {
             self.problems.push(self.cx.problem(
                 layout::blob_data(manifest),
                 format!(
                     "manifest {} references a malformed digest {:?}",
                     manifest.short(),
-                    digest.chars().take(80).collect::<String>()
+                    reference.to_string().chars().take(80).collect::<String>()
                 ),
             ));
         }

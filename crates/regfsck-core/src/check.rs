@@ -56,6 +56,12 @@ impl Needs {
     /// Reads manifest blobs through [`ManifestCache`]: when two or more enabled checks do,
     /// parsed manifests are kept for the run so each is read once; with one, nothing is kept.
     pub const MANIFESTS: Needs = Needs(16);
+    /// Whether each link file of the listed layers, revisions and tag histories exists as a
+    /// regular file: asked once for every link during the scan (a stat each on a file system,
+    /// free in an object store's listing), so no check stats links itself.
+    pub const LINK_FILES: Needs = Needs(32);
+    /// What each of those link files holds, read once during the scan (implies `LINK_FILES`).
+    pub const LINK_CONTENTS: Needs = Needs(32 | 64);
 
     pub const fn with(self, other: Needs) -> Needs {
         Needs(self.0 | other.0)
@@ -126,16 +132,17 @@ pub const MAX_INDEX_DEPTH: usize = 8;
 impl CheckContext<'_> {
     /// Whether `_layers/sha256/<d>/link` exists in `repo`. A directory is not enough: the
     /// registry's API deletes (and a pull-through cache's expiry) remove the link file and
-    /// leave the directory. Answered from the listing where it knows (object stores), else
-    /// by one stat, and only for digests whose directory is there.
+    /// leave the directory. Answered from the scan where it looked (see `Needs::LINK_FILES`;
+    /// an object store's listing always knows), else by one stat, and only for digests whose
+    /// directory is there.
     pub fn layer_link_exists(&self, repo: &Repository, d: &Digest) -> Result<bool, StorageError> {
         if !repo.has_layer(d) {
             return Ok(false);
         }
-        if let Some(files) = &repo.layer_link_files {
-            return Ok(files.binary_search(d).is_ok());
+        match repo.layer_links.exists(d) {
+            Some(known) => Ok(known),
+            None => self.is_file(&crate::layout::layer_link(&repo.name, d)),
         }
-        self.is_file(&crate::layout::layer_link(&repo.name, d))
     }
 
     /// Whether `_manifests/revisions/sha256/<d>/link` exists in `repo`: the registry serves
@@ -148,10 +155,10 @@ impl CheckContext<'_> {
         if !repo.has_revision(d) {
             return Ok(false);
         }
-        if let Some(listed) = repo.revision_link_listed(d) {
-            return Ok(listed);
+        match repo.revision_links.exists(d) {
+            Some(known) => Ok(known),
+            None => self.is_file(&crate::layout::revision_link(&repo.name, d)),
         }
-        self.is_file(&crate::layout::revision_link(&repo.name, d))
     }
 
     fn is_file(&self, path: &str) -> Result<bool, StorageError> {
@@ -210,7 +217,10 @@ impl CheckContext<'_> {
                     }
                     continue;
                 }
-                for b in m.blob_references().filter_map(Digest::parse) {
+                for b in m
+                    .blob_references()
+                    .filter_map(crate::manifest::Reference::sha256)
+                {
                     users.entry(b).or_default().extend(tags.iter().copied());
                 }
             }

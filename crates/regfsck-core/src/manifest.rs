@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
 
 use crate::{Digest, Storage, layout};
 
@@ -14,20 +16,72 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 /// it accepted, and reading it whole would let one file exhaust memory.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
+/// A string a manifest repeats across thousands of blobs (media types, platform names): the
+/// well-known ones are kept as `&'static str`, so a parsed manifest allocates only for the
+/// rare other ones.
+pub type Name = Cow<'static, str>;
+
+const KNOWN_NAMES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    OCI_INDEX,
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.oci.empty.v1+json",
+    "application/vnd.in-toto+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    DOCKER_MANIFEST_LIST,
+    "application/vnd.docker.container.image.v1+json",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "linux",
+    "windows",
+    "unknown",
+    "amd64",
+    "arm64",
+    "arm",
+    "386",
+    "ppc64le",
+    "s390x",
+    "riscv64",
+    "mips64le",
+    "v5",
+    "v6",
+    "v7",
+    "v8",
+];
+
+fn name(s: String) -> Name {
+    match KNOWN_NAMES.iter().find(|k| **k == s) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s),
+    }
+}
+
+fn opt_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Name>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(name))
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct Platform {
-    #[serde(default)]
-    pub os: Option<String>,
-    #[serde(default)]
-    pub architecture: Option<String>,
-    #[serde(default)]
-    pub variant: Option<String>,
+    #[serde(default, deserialize_with = "opt_name")]
+    pub os: Option<Name>,
+    #[serde(default, deserialize_with = "opt_name")]
+    pub architecture: Option<Name>,
+    #[serde(default, deserialize_with = "opt_name")]
+    pub variant: Option<Name>,
 }
 
 impl std::fmt::Display for Platform {
     /// `os/architecture[/variant]`, with `?` for a missing part.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let part = |p: &Option<String>| p.clone().unwrap_or_else(|| "?".into());
+        let part = |p: &Option<Name>| p.as_deref().unwrap_or("?").to_string();
         write!(f, "{}/{}", part(&self.os), part(&self.architecture))?;
         if let Some(v) = &self.variant {
             write!(f, "/{v}")?;
@@ -36,23 +90,80 @@ impl std::fmt::Display for Platform {
     }
 }
 
+/// A digest as a manifest writes it: 32 bytes when it is a well-formed sha256 digest (nearly
+/// always), else the text as written (another algorithm, or garbage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    Sha256(Digest),
+    Other(Box<str>),
+}
+
+impl Reference {
+    pub fn parse(text: &str) -> Self {
+        match Digest::parse(text) {
+            Some(d) => Reference::Sha256(d),
+            None => Reference::Other(text.into()),
+        }
+    }
+
+    /// The digest when it is a well-formed sha256 digest.
+    pub fn sha256(&self) -> Option<Digest> {
+        match self {
+            Reference::Sha256(d) => Some(*d),
+            Reference::Other(_) => None,
+        }
+    }
+
+    /// Whether it claims the sha256 algorithm (well-formed or not): Distribution stores only
+    /// sha256 blobs, so another algorithm is simply not in this blob store.
+    pub fn claims_sha256(&self) -> bool {
+        match self {
+            Reference::Sha256(_) => true,
+            Reference::Other(text) => text.starts_with("sha256:"),
+        }
+    }
+}
+
+impl std::fmt::Display for Reference {
+    /// As written in the manifest.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Sha256(d) => write!(f, "{d}"),
+            Reference::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Reference {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Cow::<'de, str>::deserialize(d)?;
+        Ok(Reference::parse(&text))
+    }
+}
+
+/// A parsed manifest is kept for the whole registry's run when several checks read it, so
+/// it holds digests as 32 bytes and well-known names without allocating: about 100 bytes a
+/// descriptor.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
-    #[serde(default)]
-    pub media_type: Option<String>,
-    /// As written in the manifest: it may name another algorithm than sha256.
-    pub digest: String,
+    #[serde(default, deserialize_with = "opt_name")]
+    pub media_type: Option<Name>,
+    pub digest: Reference,
     #[serde(default)]
     pub size: Option<i64>,
-    #[serde(default)]
-    pub platform: Option<Platform>,
+    #[serde(default, deserialize_with = "opt_platform")]
+    pub platform: Option<Box<Platform>>,
+}
+
+fn opt_platform<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Platform>>, D::Error> {
+    Ok(Option::<Platform>::deserialize(d)?.map(Box::new))
 }
 
 impl Descriptor {
     /// The digest when it is a well-formed sha256 digest.
     pub fn sha256(&self) -> Option<Digest> {
-        Digest::parse(&self.digest)
+        self.digest.sha256()
     }
 }
 
@@ -62,29 +173,29 @@ impl Descriptor {
 pub struct Manifest {
     #[serde(default)]
     pub schema_version: Option<i64>,
+    #[serde(default, deserialize_with = "opt_name")]
+    pub media_type: Option<Name>,
     #[serde(default)]
-    pub media_type: Option<String>,
+    pub manifests: Option<Box<[Descriptor]>>,
     #[serde(default)]
-    pub manifests: Option<Vec<Descriptor>>,
+    pub config: Option<Box<Descriptor>>,
     #[serde(default)]
-    pub config: Option<Descriptor>,
-    #[serde(default)]
-    pub layers: Option<Vec<Descriptor>>,
+    pub layers: Option<Box<[Descriptor]>>,
     /// OCI artifacts: the manifest this one refers to (signatures, SBOMs).
     #[serde(default)]
-    pub subject: Option<Descriptor>,
+    pub subject: Option<Box<Descriptor>>,
     /// OCI artifact manifests list their content here.
     #[serde(default)]
-    pub blobs: Option<Vec<Descriptor>>,
+    pub blobs: Option<Box<[Descriptor]>>,
     /// Docker schema 1: layers as `{"blobSum": "sha256:…"}`.
     #[serde(default)]
-    pub fs_layers: Option<Vec<FsLayer>>,
+    pub fs_layers: Option<Box<[FsLayer]>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct FsLayer {
-    pub blob_sum: String,
+    pub blob_sum: Reference,
 }
 
 impl Manifest {
@@ -108,17 +219,23 @@ impl Manifest {
         }
     }
 
-    /// The blob digests (as written) an image or artifact manifest needs: config, layers,
-    /// artifact blobs and schema 1 layers. Index children and `subject` are not blobs it
-    /// needs (see [`Manifest::children`]).
-    pub fn blob_references(&self) -> impl Iterator<Item = &str> {
+    /// The blob digests an image or artifact manifest needs: config, layers, artifact blobs
+    /// and schema 1 layers. Index children and `subject` are not blobs it needs (see
+    /// [`Manifest::children`]).
+    pub fn blob_references(&self) -> impl Iterator<Item = &Reference> {
         let descriptors = self
             .config
-            .iter()
-            .chain(self.layers.iter().flatten())
-            .chain(self.blobs.iter().flatten())
-            .map(|d| d.digest.as_str());
-        descriptors.chain(self.fs_layers.iter().flatten().map(|l| l.blob_sum.as_str()))
+            .as_deref()
+            .into_iter()
+            .chain(self.layers.iter().flat_map(|l| l.iter()))
+            .chain(self.blobs.iter().flat_map(|b| b.iter()))
+            .map(|d| &d.digest);
+        descriptors.chain(
+            self.fs_layers
+                .iter()
+                .flat_map(|l| l.iter())
+                .map(|l| &l.blob_sum),
+        )
     }
 
     /// The child descriptors of an index (empty for anything else).
@@ -144,7 +261,7 @@ type Slot = Arc<OnceLock<Result<Arc<Manifest>, ManifestError>>>;
 
 /// Reads and parses each manifest blob at most once per registry scan, shared by all checks.
 ///
-/// Parsed manifests are what a run holds most of (about 2 KiB each), so they are kept only
+/// Parsed manifests are what a run holds most of (a few hundred bytes each), so they are kept only
 /// when more than one check reads them ([`ManifestCache::shared`]); a single reader gets each
 /// one read and parsed on demand, and nothing is retained.
 #[derive(Debug)]
@@ -234,16 +351,13 @@ mod tests {
         let schema1 =
             r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:aa"},{"blobSum":"sha256:bb"}]}"#;
         let m = Manifest::parse(schema1.as_bytes()).expect("parses");
-        assert_eq!(
-            m.blob_references().collect::<Vec<_>>(),
-            ["sha256:aa", "sha256:bb"]
-        );
+        let shown = |m: &Manifest| -> Vec<String> {
+            m.blob_references().map(ToString::to_string).collect()
+        };
+        assert_eq!(shown(&m), ["sha256:aa", "sha256:bb"]);
         let artifact = r#"{"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l"}],"blobs":[{"digest":"sha256:b"}],"subject":{"digest":"sha256:s"}}"#;
         let m = Manifest::parse(artifact.as_bytes()).expect("parses");
-        assert_eq!(
-            m.blob_references().collect::<Vec<_>>(),
-            ["sha256:c", "sha256:l", "sha256:b"]
-        );
+        assert_eq!(shown(&m), ["sha256:c", "sha256:l", "sha256:b"]);
     }
 
     #[test]

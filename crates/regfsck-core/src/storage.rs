@@ -97,6 +97,35 @@ pub struct BlobListing {
     pub problems: Vec<StorageError>,
 }
 
+/// Distribution writes 71 bytes (`sha256:` and 64 hex); more than this is not a link.
+pub const LINK_READ_LIMIT: usize = 1024;
+
+/// A link file that is not what Distribution writes: a regular file holding exactly
+/// `sha256:<the digest its directory names>`. Fine links are never recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// The digest directory holds no `link` file.
+    Missing,
+    /// Something other than a regular file is there.
+    NotAFile(EntryKind),
+    /// A regular file with other content (at most [`LINK_READ_LIMIT`] bytes of it).
+    Content(Box<[u8]>),
+    /// A regular file larger than [`LINK_READ_LIMIT`].
+    TooLarge,
+    /// Could not be looked at (the scan reports it as a problem).
+    Unreadable(String),
+}
+
+/// Whether `content` is the link Distribution writes for `expected`.
+pub fn is_link_to(content: &[u8], expected: &Digest) -> bool {
+    content.len() == 71
+        && content.starts_with(b"sha256:")
+        && std::str::from_utf8(&content[7..])
+            .ok()
+            .and_then(Digest::from_hex)
+            .is_some_and(|d| d == *expected)
+}
+
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Where this storage lives, for messages (`/srv/registry/private`, `s3://bucket/prefix`).
     fn location(&self) -> String;
@@ -137,6 +166,43 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// registry in a thread pool of this size. `None`: one thread per core.
     fn parallelism(&self) -> Option<usize> {
         None
+    }
+
+    /// Looks at `<dir>/<hex>/link` for each of `digests` and returns, with its index in
+    /// `digests`, every link that is not fine (see [`LinkState`]). With `read` false only
+    /// whether a regular file is there is asked, not what it holds. `Err`: `dir` itself could
+    /// not be opened.
+    ///
+    /// The default asks [`Storage::stat`] or [`Storage::read`] once per link; a file system
+    /// answers relative to one open directory, without walking the path again each time.
+    fn odd_links(
+        &self,
+        dir: &str,
+        digests: &[Digest],
+        read: bool,
+    ) -> Result<Vec<(usize, LinkState)>, StorageError> {
+        let mut odd = Vec::new();
+        for (i, d) in digests.iter().enumerate() {
+            let path = format!("{dir}/{}/link", d.hex());
+            let state = if read {
+                match self.read(&path, LINK_READ_LIMIT as u64) {
+                    Ok(Some(c)) if is_link_to(&c, d) => continue,
+                    Ok(Some(c)) => LinkState::Content(c.into_boxed_slice()),
+                    Ok(None) => LinkState::Missing,
+                    Err(StorageError::TooLarge { .. }) => LinkState::TooLarge,
+                    Err(e) => LinkState::Unreadable(e.reason()),
+                }
+            } else {
+                match self.stat(&path) {
+                    Ok(Some(m)) if m.kind == EntryKind::File => continue,
+                    Ok(Some(m)) => LinkState::NotAFile(m.kind),
+                    Ok(None) => LinkState::Missing,
+                    Err(e) => LinkState::Unreadable(e.reason()),
+                }
+            };
+            odd.push((i, state));
+        }
+        Ok(odd)
     }
 
     /// What the backend spent (requests by kind, retries), for the run's summary; `None` for
@@ -300,6 +366,59 @@ fn kind_of(ft: std::fs::FileType) -> EntryKind {
     }
 }
 
+fn kind_of_mode(mode: u32) -> EntryKind {
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(mode as rustix::fs::RawMode) {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Symlink,
+        _ => EntryKind::Other,
+    }
+}
+
+/// Reads the link `rel` below `dirfd`: `None` when it is fine. A fine link costs `openat`,
+/// one `read` (a regular file returns less than asked only at its end) and `close`.
+fn read_link_at(
+    dirfd: &impl rustix::fd::AsFd,
+    rel: &str,
+    expected: &Digest,
+    buf: &mut [u8; LINK_READ_LIMIT + 1],
+) -> rustix::io::Result<Option<LinkState>> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    // O_NONBLOCK: a FIFO planted as a link must not hang the scan.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(dirfd, rel, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(Some(LinkState::Missing)),
+        Err(Errno::LOOP) => return Ok(Some(LinkState::NotAFile(EntryKind::Symlink))),
+        Err(e) => return Err(e),
+    };
+    let first = rustix::io::read(&fd, &mut buf[..]);
+    if let Ok(n) = first
+        && is_link_to(&buf[..n], expected)
+    {
+        return Ok(None);
+    }
+    // Not fine: now say exactly what is there.
+    let kind = kind_of_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if kind != EntryKind::File {
+        return Ok(Some(LinkState::NotAFile(kind)));
+    }
+    let mut len = first?;
+    while len < buf.len() {
+        match rustix::io::read(&fd, &mut buf[len..])? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    Ok(Some(if len > LINK_READ_LIMIT {
+        LinkState::TooLarge
+    } else {
+        LinkState::Content(buf[..len].into())
+    }))
+}
+
 impl Storage for FsStorage {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -384,6 +503,44 @@ impl Storage for FsStorage {
             });
         }
         Ok(Some(buf))
+    }
+
+    /// One open directory, then per link one `statat`, or `openat` + `read` + `close` (an
+    /// `fstat` only for a link that is not fine): the cheapest way a file system can say what
+    /// every link holds.
+    fn odd_links(
+        &self,
+        dir: &str,
+        digests: &[Digest],
+        read: bool,
+    ) -> Result<Vec<(usize, LinkState)>, StorageError> {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dirfd = rustix::fs::open(self.full(dir)?, flags, Mode::empty())
+            .map_err(|e| StorageError::io(dir, e.into()))?;
+        let mut buf = [0u8; LINK_READ_LIMIT + 1];
+        let mut odd = Vec::new();
+        for (i, d) in digests.iter().enumerate() {
+            let rel = format!("{}/link", d.hex());
+            let state = if read {
+                match read_link_at(&dirfd, &rel, d, &mut buf) {
+                    Ok(None) => continue,
+                    Ok(Some(state)) => state,
+                    Err(e) => LinkState::Unreadable(io::Error::from(e).to_string()),
+                }
+            } else {
+                match rustix::fs::statat(&dirfd, &rel, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => match kind_of_mode(st.st_mode) {
+                        EntryKind::File => continue,
+                        kind => LinkState::NotAFile(kind),
+                    },
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => LinkState::Missing,
+                    Err(e) => LinkState::Unreadable(io::Error::from(e).to_string()),
+                }
+            };
+            odd.push((i, state));
+        }
+        Ok(odd)
     }
 
     fn open(&self, path: &str) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {

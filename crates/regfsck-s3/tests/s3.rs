@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use regfsck_core::scan::LinkFacts;
 use regfsck_core::storage::{EntryKind, FileMeta};
 use regfsck_core::{Digest, FsStorage, Needs, Storage, StorageError, layout, scan};
 use regfsck_s3::{RequestCounts, S3Config, S3Storage};
@@ -854,16 +855,21 @@ fn scanned(storage: &dyn Storage, needs: Needs) -> Comparable {
             .iter()
             .map(|b| (b.digest, b.data.map(|m| (m.size, m.kind))))
             .collect(),
-        // What a directory listing cannot know (which link files exist) is left out: the
-        // key listing knows it, the file system's walk asks for it later.
+        // Which link files exist: the key listing always knows it, for free; a directory
+        // listing only when a check asked (`LINK_FILES`). Left out when none did.
         repositories: format!(
             "{:#?}",
             inv.repositories
                 .iter()
                 .cloned()
                 .map(|mut r| {
-                    r.revision_link_files = None;
-                    r.layer_link_files = None;
+                    if !needs.contains(Needs::LINK_FILES) {
+                        r.revision_links = LinkFacts::Unknown;
+                        r.layer_links = LinkFacts::Unknown;
+                        for t in &mut r.tags {
+                            t.index_links = LinkFacts::Unknown;
+                        }
+                    }
                     r
                 })
                 .collect::<Vec<_>>()
@@ -912,6 +918,37 @@ fn scan_through_s3_equals_scan_through_the_filesystem() {
 
     let layers_only = scanned(&s, Needs::LAYERS);
     assert_eq!(layers_only, scanned(&fs, Needs::LAYERS));
+
+    // Which link files exist: the same answer from the keys (no request more) as from a
+    // stat of each file.
+    let with_files = needs.with(Needs::LINK_FILES);
+    let before = s.requests();
+    assert_eq!(scanned(&s, with_files), scanned(&fs, with_files));
+    assert_eq!(
+        delta(&s, before),
+        cost,
+        "link existence costs no request on S3"
+    );
+    // What they hold: one GET per link there, the same facts (a garbage link planted in
+    // both).
+    let garbage = vec![(
+        layout::layer_link("deep/a/b/c", &digest(999)),
+        b"garbage".to_vec(),
+    )];
+    for (path, content) in &garbage {
+        let full = dir.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, content).expect("write");
+    }
+    put_all(&s, &garbage);
+    let with_contents = needs.with(Needs::LINK_CONTENTS);
+    let on_fs = scanned(&fs, with_contents);
+    assert_eq!(scanned(&s, with_contents), on_fs);
+    assert!(
+        on_fs.repositories.contains("Content("),
+        "{}",
+        on_fs.repositories
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
