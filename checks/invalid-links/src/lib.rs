@@ -367,7 +367,7 @@ mod tests {
     }
 
     fn details(f: &Finding) -> serde_json::Value {
-        serde_json::Value::Object(f.details.clone())
+        serde_json::Value::Object(f.details.to_map())
     }
 
     #[test]

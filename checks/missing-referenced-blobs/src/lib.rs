@@ -405,7 +405,7 @@ mod tests {
     }
 
     fn details(f: &Finding) -> serde_json::Value {
-        serde_json::Value::Object(f.details.clone())
+        serde_json::Value::Object(f.details.to_map())
     }
 
     fn counter(out: &CheckOutput, name: &str) -> u64 {

@@ -1,6 +1,9 @@
 //! Findings and problems: plain data that checks return and reporters render.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::Digest;
 
@@ -17,7 +20,7 @@ pub struct Finding {
     pub path: String,
     pub message: String,
     /// Check-specific fields, stable in the JSON output.
-    pub details: serde_json::Map<String, serde_json::Value>,
+    pub details: Details,
     /// The paths that prove the finding, for `--explain`.
     #[serde(skip)]
     pub evidence: Vec<Evidence>,
@@ -31,7 +34,73 @@ pub struct Finding {
 pub struct Evidence {
     pub path: String,
     pub present: bool,
-    pub note: String,
+    /// Mostly a fixed sentence of the check, so not allocated per finding.
+    pub note: Cow<'static, str>,
+}
+
+/// A finding's check-specific fields: a handful, under fixed names. Kept as a short vector
+/// (a map costs a B-tree node of eleven slots per finding, and a run may hold 100,000s of
+/// findings); serialized as a JSON object with sorted keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Details(Vec<(&'static str, Value)>);
+
+impl Details {
+    /// Sets `key`, replacing an earlier value.
+    pub fn insert(&mut self, key: &'static str, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.0.iter().position(|(k, _)| *k == key)?;
+        Some(self.0.remove(i).1)
+    }
+
+    /// As a JSON object.
+    pub fn to_map(&self) -> serde_json::Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect()
+    }
+
+    fn sorted(&self) -> Vec<&(&'static str, Value)> {
+        let mut fields: Vec<_> = self.0.iter().collect();
+        fields.sort_by_key(|(k, _)| *k);
+        fields
+    }
+}
+
+impl std::ops::Index<&str> for Details {
+    type Output = Value;
+
+    /// The value under `key`, `null` when there is none (as indexing a JSON value).
+    fn index(&self, key: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl Serialize for Details {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.sorted();
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (k, v) in fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// A repair the remediation runner may execute; checks only describe it.
@@ -99,7 +168,7 @@ impl Finding {
             digest: None,
             path,
             message,
-            details: serde_json::Map::new(),
+            details: Details::default(),
             evidence: Vec::new(),
             fix: None,
         }
@@ -110,12 +179,17 @@ impl Finding {
         self
     }
 
-    pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.details.insert(key.to_string(), value.into());
+    pub fn detail(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.details.insert(key, value.into());
         self
     }
 
-    pub fn evidence(mut self, path: String, present: bool, note: impl Into<String>) -> Self {
+    pub fn evidence(
+        mut self,
+        path: String,
+        present: bool,
+        note: impl Into<Cow<'static, str>>,
+    ) -> Self {
         self.evidence.push(Evidence {
             path,
             present,

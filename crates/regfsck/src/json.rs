@@ -55,7 +55,7 @@ struct FindingView<'a> {
     action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
-    details: &'a serde_json::Map<String, serde_json::Value>,
+    details: &'a regfsck_core::Details,
 }
 
 fn finding(o: &Outcome) -> FindingView<'_> {
