@@ -137,6 +137,8 @@ pub struct Outcome {
 pub struct CheckSummary {
     pub level: Level,
     pub findings: usize,
+    /// Wall time of the check's run, after the scan (checks run side by side).
+    pub duration_ms: u64,
     pub counters: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -151,6 +153,8 @@ pub struct RegistrySummary {
     pub fix_refused: Option<String>,
     /// What the scan listed: repositories, layer_links, revisions, tags, uploads, blobs.
     pub scanned: std::collections::BTreeMap<&'static str, u64>,
+    /// Wall time of the scan (listing, and the link files when a check needs them).
+    pub scan_ms: u64,
     /// What the storage backend spent (object stores: requests by kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<serde_json::Value>,
@@ -349,6 +353,7 @@ pub fn run_registry(
         removed: 0,
         fix_refused: None,
         scanned: Default::default(),
+        scan_ms: 0,
         storage: None,
     };
     if enabled.is_empty() {
@@ -358,7 +363,9 @@ pub fn run_registry(
     let needs = enabled
         .iter()
         .fold(Needs::NONE, |n, (r, _)| n.with(r.info.needs));
+    let started = std::time::Instant::now();
     let (inventory, problems) = scan::scan(name, storage, needs);
+    summary.scan_ms = millis(started.elapsed());
     report.problems.extend(problems);
     let repos = &inventory.repositories;
     let count = |f: fn(&scan::Repository) -> usize| repos.iter().map(f).sum::<usize>() as u64;
@@ -402,17 +409,20 @@ pub fn run_registry(
                 manifests: &manifests,
                 options: &options,
             };
-            (*reg, *level, reg.check.run(&cx))
+            let started = std::time::Instant::now();
+            let output = reg.check.run(&cx);
+            (*reg, *level, output, millis(started.elapsed()))
         })
         .collect();
 
     let mut outcomes = Vec::new();
-    for (reg, level, output) in outputs {
+    for (reg, level, output, duration_ms) in outputs {
         summary.checks.insert(
             reg.info.id,
             CheckSummary {
                 level,
                 findings: output.findings.len(),
+                duration_ms,
                 counters: output
                     .counters
                     .iter()
@@ -443,6 +453,10 @@ pub fn run_registry(
     summary.storage = storage.stats();
     report.outcomes.extend(outcomes);
     report.registries.push(summary);
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether the outcome's fix removes a layer link directory (what the guard counts and what

@@ -162,8 +162,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
 
     /// How many requests may usefully be in flight at once, when that is more than the
-    /// number of cores (a network store is bound by latency): the runner scans such a
-    /// registry in a thread pool of this size. `None`: one thread per core.
+    /// number of cores (a network store, or a disk whose tree is not in the page cache, is
+    /// bound by latency): the runner scans such a registry in a thread pool of this size.
+    /// `None`: one thread per core.
     fn parallelism(&self) -> Option<usize> {
         None
     }
@@ -422,6 +423,15 @@ fn read_link_at(
 impl Storage for FsStorage {
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    /// Four threads per core (8 to 64). A registry's metadata often outgrows the page cache
+    /// (1M links are ~20 GB of directory blocks and inodes), and then the scan waits on the
+    /// disk: more reads in flight finish sooner. Measured on 2 cores, 1M links, all checks
+    /// but hashing: 121 s with 2 threads, 77 s with 8; with a warm cache 8 are as fast as 2.
+    fn parallelism(&self) -> Option<usize> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Some((cores * 4).clamp(8, 64))
     }
 
     fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError> {
