@@ -215,28 +215,21 @@ fn mib_per_s(bytes: u64, elapsed: Duration) -> u64 {
 
 fn empty_finding(cx: &CheckContext<'_>, d: &Digest) -> Finding {
     let path = layout::blob_data(d);
-    Finding::new(
-        ID,
-        cx.registry,
-        "",
-        path.clone(),
-        "blob data is empty".into(),
-    )
-    .digest(*d)
-    .detail("reason", "empty")
-    .detail("size", 0)
-    .evidence(
-        path,
-        true,
-        "zero bytes, but the digest is not that of empty content",
-    )
+    cx.finding(ID, "", path.clone(), "blob data is empty".into())
+        .digest(*d)
+        .detail("reason", "empty")
+        .detail("size", 0)
+        .evidence(
+            path,
+            true,
+            "zero bytes, but the digest is not that of empty content",
+        )
 }
 
 fn mismatch_finding(cx: &CheckContext<'_>, d: &Digest, actual: &Digest, size: u64) -> Finding {
     let path = layout::blob_data(d);
-    Finding::new(
+    cx.finding(
         ID,
-        cx.registry,
         "",
         path.clone(),
         format!("blob data hashes to {}, not to its digest", actual.short()),
@@ -285,6 +278,7 @@ mod tests {
             inventory: &inventory,
             manifests: &manifests,
             options: opts,
+            evidence: true,
         };
         run_at(&cx, now)
     }

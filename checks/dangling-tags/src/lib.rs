@@ -89,9 +89,8 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
             CurrentLink::Missing => {
                 r.counts.dangling_tags += 1;
                 r.findings.push(
-                    Finding::new(
+                    cx.finding(
                         ID,
-                        cx.registry,
                         &repo.name,
                         path.clone(),
                         format!("tag {}:{} has no current link", repo.name, tag.name),
@@ -112,9 +111,8 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> RepoResult {
             CurrentLink::Malformed(why) => {
                 r.counts.dangling_tags += 1;
                 r.findings.push(
-                    Finding::new(
+                    cx.finding(
                         ID,
-                        cx.registry,
                         &repo.name,
                         path.clone(),
                         format!(
@@ -244,7 +242,8 @@ fn lost_manifest(
         layout::revision_link(&repo.name, d)
     };
     let names: Vec<String> = tags.iter().map(|t| (*t).to_string()).collect();
-    let mut f = Finding::new(ID, cx.registry, &repo.name, path, message)
+    let mut f = cx
+        .finding(ID, &repo.name, path, message)
         .digest(*d)
         .detail("tags", names)
         .detail(

@@ -324,7 +324,8 @@ fn finding(
     };
     let message = format!("{subject} {}{users}", why.describe());
     let digest = link.expected.or_else(|| why.names());
-    let mut f = Finding::new(ID, cx.registry, &repo.name, link.path.clone(), message)
+    let mut f = cx
+        .finding(ID, &repo.name, link.path.clone(), message)
         .detail("link", link.kind.as_str())
         .detail("problem", why.code())
         .detail("tags", tags.to_vec())

@@ -348,7 +348,8 @@ fn finding(
     let tags: Vec<&str> = u.tags.iter().copied().collect();
     let referrers: Vec<String> = u.referrers.iter().map(ToString::to_string).collect();
     let platforms: Vec<&str> = u.platforms.iter().map(String::as_str).collect();
-    let mut f = Finding::new(ID, cx.registry, &repo.name, path, message)
+    let mut f = cx
+        .finding(ID, &repo.name, path, message)
         .digest(*blob)
         .detail("tags", tags)
         .detail("role", u.role.as_str())

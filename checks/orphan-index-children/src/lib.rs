@@ -2,7 +2,7 @@
 
 use regfsck_core::manifest::ManifestError;
 use regfsck_core::scan::Repository;
-use regfsck_core::{Check, CheckContext, CheckOutput, Finding, layout};
+use regfsck_core::{Check, CheckContext, CheckOutput, layout};
 
 pub const ID: &str = "orphan-index-children";
 
@@ -91,10 +91,7 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> CheckOutput {
             let shown = platform.clone().unwrap_or_else(|| "no platform".into());
             let state = if blob { "present" } else { "missing" };
             out.findings.push(
-                        Finding::new(
-                            ID,
-                            cx.registry,
-                            &repo.name,
+                        cx.finding(ID, &repo.name,
                             link.clone(),
                             format!(
                                 "index {} lists child {shown} whose revision link is missing (child blob {state})",

@@ -84,7 +84,8 @@ fn finding(cx: &CheckContext<'_>, repo: &str, d: &Digest, anomaly: Option<String
         None => "layer link without blob data".to_string(),
         Some(why) => format!("layer link without blob data; {why}, so it is not removed"),
     };
-    let f = Finding::new(ID, cx.registry, repo, dir, message)
+    let f = cx
+        .finding(ID, repo, dir, message)
         .digest(*d)
         .detail(
             "blob_dir",

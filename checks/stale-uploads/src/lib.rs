@@ -134,37 +134,37 @@ fn inspect(
     let data = cx.storage.stat(&data_path)?;
     let startedat = format!("{dir}/startedat");
     let since = humantime::format_rfc3339_seconds(started.at).to_string();
-    let mut f = Finding::new(
-        ID,
-        cx.registry,
-        repo,
-        dir.clone(),
-        match started.fallback {
-            None => format!(
-                "upload started {} ago and never completed (max-age {})",
-                rounded(age),
-                humantime::format_duration(max_age)
-            ),
-            Some(_) => format!(
-                "upload without a usable startedat, unchanged for {} (max-age {})",
-                rounded(age),
-                humantime::format_duration(max_age)
-            ),
-        },
-    )
-    .detail("upload", id)
-    .detail("started_at", since.clone())
-    .detail(
-        "started_from",
-        if started.fallback.is_some() {
-            "mtime"
-        } else {
-            "startedat"
-        },
-    )
-    .detail("age_seconds", age.as_secs())
-    .detail("max_age_seconds", max_age.as_secs())
-    .detail("size", data.map_or(0, |m| m.size));
+    let mut f = cx
+        .finding(
+            ID,
+            repo,
+            dir.clone(),
+            match started.fallback {
+                None => format!(
+                    "upload started {} ago and never completed (max-age {})",
+                    rounded(age),
+                    humantime::format_duration(max_age)
+                ),
+                Some(_) => format!(
+                    "upload without a usable startedat, unchanged for {} (max-age {})",
+                    rounded(age),
+                    humantime::format_duration(max_age)
+                ),
+            },
+        )
+        .detail("upload", id)
+        .detail("started_at", since.clone())
+        .detail(
+            "started_from",
+            if started.fallback.is_some() {
+                "mtime"
+            } else {
+                "startedat"
+            },
+        )
+        .detail("age_seconds", age.as_secs())
+        .detail("max_age_seconds", max_age.as_secs())
+        .detail("size", data.map_or(0, |m| m.size));
     f = match &started.fallback {
         None => f.evidence(startedat, true, format!("says {since}")),
         Some(why) => f
@@ -701,6 +701,37 @@ mod tests {
             ..RunOptions::new(data_root, format!("test-{grace}"))
         };
         runner::run(&file, &file.policies["fix"], &opts).expect("run")
+    }
+
+    #[test]
+    fn evidence_is_kept_only_when_it_will_be_shown() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::new(data.path().join("private"));
+        upload(
+            &tree,
+            "app",
+            STALE,
+            Some(&rfc3339(SystemTime::now() - 8 * DAY)),
+            b"x",
+        );
+        let toml = "[policies.p.registries.private]\nstale-uploads = \"warn\"\n";
+        let file = PolicyFile::parse(Path::new("policy.toml"), toml, Some("p")).expect("policy");
+        let evidence = |keep: bool| -> Vec<usize> {
+            let opts = RunOptions {
+                evidence: keep,
+                ..RunOptions::new(data.path(), "test")
+            };
+            let report = runner::run(&file, &file.policies["p"], &opts).expect("run");
+            report
+                .outcomes
+                .iter()
+                .map(|o| o.finding.evidence.len())
+                .collect()
+        };
+        let kept = evidence(true);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0] > 0, "{kept:?}");
+        assert_eq!(evidence(false), [0]);
     }
 
     #[test]

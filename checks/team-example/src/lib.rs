@@ -4,7 +4,7 @@
 //! To add a check: copy this crate into `checks/<your-id>/`, change the id, the summary and
 //! EXPLAIN.md, implement `run`, and name the crate in your binary (see crates/regfsck-team).
 
-use regfsck_core::{Check, CheckContext, CheckOutput, Finding, OptionKind, OptionSpec, layout};
+use regfsck_core::{Check, CheckContext, CheckOutput, OptionKind, OptionSpec, layout};
 
 pub const ID: &str = "untagged-repositories";
 
@@ -34,9 +34,8 @@ impl Check for UntaggedRepositories {
             let revisions = repo.revisions.len() as u64;
             if repo.tags.is_empty() && revisions >= min {
                 out.findings.push(
-                    Finding::new(
+                    cx.finding(
                         ID,
-                        cx.registry,
                         &repo.name,
                         layout::tags_dir(&repo.name),
                         format!("{revisions} manifest revision(s) and no tag"),

@@ -9,7 +9,7 @@ use regfsck_core::manifest::{ManifestError, Reference};
 use regfsck_core::scan::Repository;
 use regfsck_core::storage::EntryKind;
 use regfsck_core::{
-    Check, CheckContext, CheckOutput, Digest, Finding, Manifest, Problem, StorageError, layout,
+    Check, CheckContext, CheckOutput, Digest, Manifest, Problem, StorageError, layout,
 };
 
 pub const ID: &str = "unreferenced-blobs";
@@ -84,18 +84,18 @@ impl Check for UnreferencedBlobs {
                 Mark::None => {
                     unreferenced_bytes += meta.size;
                     let path = layout::blob_dir(&blob.digest);
-                    let mut f = Finding::new(
-                        ID,
-                        cx.registry,
-                        "",
-                        path,
-                        format!(
-                            "blob referenced by no manifest, index or link ({} bytes)",
-                            meta.size
-                        ),
-                    )
-                    .digest(blob.digest)
-                    .detail("size", meta.size);
+                    let mut f = cx
+                        .finding(
+                            ID,
+                            "",
+                            path,
+                            format!(
+                                "blob referenced by no manifest, index or link ({} bytes)",
+                                meta.size
+                            ),
+                        )
+                        .digest(blob.digest)
+                        .detail("size", meta.size);
                     if let Some(t) = meta.modified {
                         f = f.detail("modified", humantime::format_rfc3339_seconds(t).to_string());
                     }

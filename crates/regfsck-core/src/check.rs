@@ -124,6 +124,8 @@ pub struct CheckContext<'a> {
     pub manifests: &'a ManifestCache<'a>,
     /// This check's options in the running policy (defaults filled in).
     pub options: &'a CheckOptions,
+    /// Whether findings keep their evidence (someone asked for `--explain`).
+    pub evidence: bool,
 }
 
 /// Indexes nest (an index may list indexes); deeper than this is not an image.
@@ -226,6 +228,23 @@ impl CheckContext<'_> {
             }
         }
         users
+    }
+
+    /// A finding of check `check` on this registry, keeping evidence only when it will be
+    /// shown.
+    pub fn finding(
+        &self,
+        check: &'static str,
+        repository: &str,
+        path: String,
+        message: String,
+    ) -> Finding {
+        let f = Finding::new(check, self.registry, repository, path, message);
+        if self.evidence {
+            f
+        } else {
+            f.without_evidence()
+        }
     }
 
     /// A problem on this registry.

@@ -27,6 +27,9 @@ pub struct Finding {
     /// What `fix` would do, if the check can repair this finding.
     #[serde(skip)]
     pub fix: Option<FixPlan>,
+    /// False when nobody will show the evidence (no `--explain`): then it is not kept.
+    #[serde(skip)]
+    keep_evidence: bool,
 }
 
 /// One path and what was seen there.
@@ -171,7 +174,16 @@ impl Finding {
             details: Details::default(),
             evidence: Vec::new(),
             fix: None,
+            keep_evidence: true,
         }
+    }
+
+    /// Drops the evidence, and any given later: it only serves `--explain`, and a run may
+    /// hold 100,000s of findings.
+    pub fn without_evidence(mut self) -> Self {
+        self.keep_evidence = false;
+        self.evidence = Vec::new();
+        self
     }
 
     pub fn digest(mut self, d: Digest) -> Self {
@@ -190,6 +202,9 @@ impl Finding {
         present: bool,
         note: impl Into<Cow<'static, str>>,
     ) -> Self {
+        if !self.keep_evidence {
+            return self;
+        }
         self.evidence.push(Evidence {
             path,
             present,
@@ -212,5 +227,33 @@ impl Finding {
             self.digest,
             &self.path,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_serialize_as_a_sorted_object() {
+        let f = Finding::new("c", "r", "repo", "p".into(), "m".into())
+            .detail("zeta", 1)
+            .detail("alpha", "a")
+            .detail("zeta", 2);
+        assert_eq!(
+            serde_json::to_string(&f.details).expect("json"),
+            r#"{"alpha":"a","zeta":2}"#
+        );
+        assert_eq!(f.details["zeta"], 2);
+        assert_eq!(f.details["missing"], Value::Null);
+    }
+
+    #[test]
+    fn evidence_is_dropped_when_not_wanted() {
+        let f = Finding::new("c", "r", "repo", "p".into(), "m".into());
+        let kept = f.clone().evidence("a".into(), true, "seen");
+        assert_eq!(kept.evidence.len(), 1);
+        let dropped = kept.without_evidence().evidence("b".into(), false, "gone");
+        assert!(dropped.evidence.is_empty());
     }
 }

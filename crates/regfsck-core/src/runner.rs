@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<Arc<dyn Progress>>,
     pub open_storage: Option<Arc<OpenStorage>>,
+    /// Keep each finding's evidence (for `--explain`); without it a run holds less.
+    pub evidence: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -76,6 +78,7 @@ impl RunOptions {
             cancel: None,
             progress: None,
             open_storage: None,
+            evidence: true,
         }
     }
 
@@ -408,6 +411,7 @@ pub fn run_registry(
                 inventory: &inventory,
                 manifests: &manifests,
                 options: &options,
+                evidence: opts.evidence,
             };
             let started = std::time::Instant::now();
             let output = reg.check.run(&cx);

@@ -180,6 +180,7 @@ pub fn run_check(
         inventory: &inventory,
         manifests: &manifests,
         options: &options,
+        evidence: true,
     };
     let mut out = reg.check.run(&cx);
     let mut all: Vec<Problem> = problems;

@@ -282,6 +282,7 @@ fn run(args: &RunArgs) -> ExitStatus {
         cancel: Some(cancel),
         progress: spinner.clone().map(|s| s as Arc<dyn runner::Progress>),
         open_storage: Some(Arc::new(s3::open)),
+        evidence: args.explain && args.format == Format::Human,
     };
     let result = runner::run(&file, policy, &opts);
     if let Some(s) = &spinner {
