@@ -26,8 +26,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3Conditio
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ListResult, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
-    RetryConfig,
+    BackoffConfig, ClientOptions, ListResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutPayload, RetryConfig,
 };
 use regfsck_core::storage::{BlobEntry, BlobListing, Entry, EntryKind, FileMeta};
 use regfsck_core::{Digest, Storage, StorageError, layout};
@@ -253,6 +253,75 @@ impl S3Storage {
         }
     }
 
+    /// Every object below `prefix` (which ends with `/`), listed as `bounds.len() + 1`
+    /// listings side by side: listing `i` takes the keys `k` with `bounds[i-1] <= k <
+    /// bounds[i]` (full keys, sorted), starting just below its lower bound and stopping at
+    /// its upper one. The ranges cover every key exactly once whatever the bounds are, and
+    /// each listing costs at most one page more than its share of the keys.
+    async fn list_ranges(
+        &self,
+        prefix: &str,
+        bounds: &[String],
+        each: &mut dyn FnMut(ObjectMeta),
+    ) -> object_store::Result<()> {
+        let each = std::cell::RefCell::new(each);
+        let range = |i: usize| {
+            let lower = i.checked_sub(1).map(|j| bounds[j].as_str());
+            let upper = bounds.get(i).map(String::as_str);
+            let each = &each;
+            async move {
+                let mut page_token = None;
+                loop {
+                    let page = self
+                        .store
+                        .list_paginated(
+                            Some(prefix),
+                            PaginatedListOptions {
+                                // Below the bound's last name: servers that list a
+                                // directory tree (SeaweedFS) order names, not keys.
+                                offset: lower.map(|l| just_below(l.trim_end_matches('/'))),
+                                page_token: page_token.take(),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    for object in page.result.objects {
+                        let key = object.location.as_ref();
+                        if lower.is_some_and(|l| key < l) {
+                            continue;
+                        }
+                        if upper.is_some_and(|u| key >= u) {
+                            return Ok(());
+                        }
+                        (each.borrow_mut())(object);
+                    }
+                    match page.page_token {
+                        Some(t) if !t.is_empty() => page_token = Some(t),
+                        _ => return Ok(()),
+                    }
+                }
+            }
+        };
+        let all = futures_util::future::join_all((0..=bounds.len()).map(range)).await;
+        all.into_iter().collect()
+    }
+
+    /// The names directly below `prefix` (common prefixes, sorted), as full keys.
+    async fn subprefixes(&self, prefix: &str) -> object_store::Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.list_pages(prefix, true, None, |page| {
+            out.extend(
+                page.common_prefixes
+                    .iter()
+                    .map(|p| format!("{}/", p.as_ref())),
+            );
+            true
+        })
+        .await?;
+        out.sort();
+        Ok(out)
+    }
+
     /// Every key below `prefix` (which ends with `/`).
     fn list_keys(&self, path: &str, prefix: &str) -> Result<Vec<ObjectPath>, StorageError> {
         let mut keys = Vec::new();
@@ -276,19 +345,21 @@ impl S3Storage {
         let prefix = format!("{base}/");
         let mut found = BlobKeys::default();
         let mut seen = false;
-        let result = self.block(self.list_pages(&prefix, false, None, |page| {
-            for object in page.objects {
-                seen = true;
-                // Not below the prefix: a `blobs/sha256/` directory marker.
-                if let Some(rel) = object.location.as_ref().strip_prefix(&prefix) {
-                    found.add(
-                        rel,
-                        object.size,
-                        Some(SystemTime::from(object.last_modified)),
-                    );
-                }
+        // Sixteen listings side by side, split at the first hex digit of the digest.
+        let bounds: Vec<String> = "123456789abcdef"
+            .chars()
+            .map(|c| format!("{prefix}{c}"))
+            .collect();
+        let result = self.block(self.list_ranges(&prefix, &bounds, &mut |object| {
+            seen = true;
+            // Not below the prefix: a `blobs/sha256/` directory marker.
+            if let Some(rel) = object.location.as_ref().strip_prefix(&prefix) {
+                found.add(
+                    rel,
+                    object.size,
+                    Some(SystemTime::from(object.last_modified)),
+                );
             }
-            true
         }));
         listing.store_present = seen;
         if let Err(e) = result {
@@ -593,9 +664,9 @@ impl Storage for S3Storage {
         }
     }
 
-    /// One recursive paged listing of `blobs/sha256/`: `ceil(keys / 1000)` requests.
-    /// One recursive paged listing: the scan builds every repository from the keys, with
-    /// no request per repository or per link.
+    /// Recursive paged listings of `repositories/`, split into ranges listed side by side:
+    /// the scan builds every repository from the keys, with no request per repository or per
+    /// link.
     fn walk_files(
         &self,
         dir: &str,
@@ -606,8 +677,17 @@ impl Storage for S3Storage {
             Err(e) => return Some(Err(e)),
         };
         let prefix = format!("{base}/");
-        let result = self.block(self.list_pages(&prefix, false, None, |page| {
-            for object in page.objects {
+        let result = self.block(async {
+            // Split at the names directly below (one more listing with a delimiter), into
+            // as many ranges as requests may be in flight.
+            let names = self.subprefixes(&prefix).await?;
+            let parts = self.config.concurrency.clamp(1, MAX_LISTINGS);
+            let bounds: Vec<String> = (1..parts)
+                .filter_map(|i| names.get(i * names.len() / parts).cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            self.list_ranges(&prefix, &bounds, &mut |object| {
                 if let Some(rel) = object.location.as_ref().strip_prefix(&prefix) {
                     let meta = FileMeta {
                         size: object.size,
@@ -616,9 +696,9 @@ impl Storage for S3Storage {
                     };
                     visit(rel, meta);
                 }
-            }
-            true
-        }));
+            })
+            .await
+        });
         Some(result.map_err(|e| io_error(dir, e)))
     }
 
@@ -633,6 +713,26 @@ impl Storage for S3Storage {
     fn list_blobs(&self) -> BlobListing {
         self.blob_listing()
     }
+}
+
+/// Listings of one prefix side by side, at most (each pays up to a page more than its share).
+const MAX_LISTINGS: usize = 16;
+
+/// A key that sorts just below `bound` (ListObjectsV2's `start-after` is exclusive) both as
+/// a key and as a name in its directory: its last character one lower, then DEL, so that only
+/// keys the caller filters out lie in between.
+fn just_below(bound: &str) -> String {
+    let mut out = bound.to_string();
+    match out.pop() {
+        Some(c) if c.is_ascii() && c > '!' => {
+            // Never a `/`: that would name a directory below the parent.
+            let lower = char::from(c as u8 - 1);
+            out.push(if lower == '/' { '.' } else { lower });
+            out.push('\x7f');
+        }
+        _ => {}
+    }
+    out
 }
 
 /// A streaming GET body as a blocking reader.
@@ -723,6 +823,21 @@ fn validate(config: &S3Config) -> Result<(), S3Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_starts_just_below_its_bound_as_a_key_and_as_a_name() {
+        for (bound, below) in [
+            ("r/repositories/abc", "r/repositories/abb\x7f"),
+            ("r/blobs/sha256/1", "r/blobs/sha256/0\x7f"),
+            ("r/repositories/ab0", "r/repositories/ab.\x7f"),
+        ] {
+            let got = just_below(bound);
+            assert_eq!(got, below);
+            assert!(got.as_str() < bound);
+            // Every key below the bound's directory sorts after it.
+            assert!(got < format!("{bound}/x"));
+        }
+    }
 
     #[test]
     fn refuses_unusable_configs() {
