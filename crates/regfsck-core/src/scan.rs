@@ -782,38 +782,10 @@ mod tests {
         );
 
         // The trait's default (what an object store without its own answer does) agrees.
-        #[derive(Debug)]
-        struct Plain(FsStorage);
-        impl Storage for Plain {
-            fn location(&self) -> String {
-                self.0.location()
-            }
-            fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError> {
-                self.0.list_dir(path)
-            }
-            fn stat(&self, path: &str) -> Result<Option<crate::storage::FileMeta>, StorageError> {
-                self.0.stat(path)
-            }
-            fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
-                self.0.read(path, limit)
-            }
-            fn open(
-                &self,
-                path: &str,
-            ) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
-                self.0.open(path)
-            }
-            fn remove_dir_all(&self, path: &str) -> Result<(), StorageError> {
-                self.0.remove_dir_all(path)
-            }
-            fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError> {
-                self.0.create_new(path, content)
-            }
-        }
         for needs in [Needs::LINK_FILES, Needs::LINK_CONTENTS] {
             let needs = needs.with(Needs::LAYERS);
             let (fast, _) = scan("r", &storage, needs);
-            let (plain, _) = scan("r", &Plain(FsStorage::new(r)), needs);
+            let (plain, _) = scan("r", &Delegating::plain(FsStorage::new(r)), needs);
             let strip = |facts: &LinkFacts| -> Vec<(Digest, String)> {
                 // The default reads through `read`, which refuses non-files with a reason.
                 facts
@@ -961,38 +933,55 @@ mod tests {
         assert!(paths.iter().any(|p| p.contains("caf")), "{paths:?}");
     }
 
-    /// A file system read the way an object store answers: one recursive listing of files.
+    /// A file system behind the trait's defaults (no `odd_links` of its own) and, when
+    /// `keyed`, read the way an object store answers: one recursive listing of files.
     #[derive(Debug)]
-    struct Keyed(FsStorage);
+    struct Delegating {
+        fs: FsStorage,
+        keyed: bool,
+    }
 
-    impl Storage for Keyed {
+    impl Delegating {
+        fn plain(fs: FsStorage) -> Self {
+            Self { fs, keyed: false }
+        }
+
+        fn keyed(fs: FsStorage) -> Self {
+            Self { fs, keyed: true }
+        }
+    }
+
+    impl Storage for Delegating {
         fn location(&self) -> String {
-            self.0.location()
+            self.fs.location()
         }
         fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError> {
-            self.0.list_dir(path)
+            self.fs.list_dir(path)
         }
         fn stat(&self, path: &str) -> Result<Option<crate::storage::FileMeta>, StorageError> {
-            self.0.stat(path)
+            self.fs.stat(path)
         }
         fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
-            self.0.read(path, limit)
+            self.fs.read(path, limit)
         }
         fn open(&self, path: &str) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
-            self.0.open(path)
+            self.fs.open(path)
         }
         fn remove_dir_all(&self, path: &str) -> Result<(), StorageError> {
-            self.0.remove_dir_all(path)
+            self.fs.remove_dir_all(path)
         }
         fn create_new(&self, path: &str, content: &[u8]) -> Result<(), StorageError> {
-            self.0.create_new(path, content)
+            self.fs.create_new(path, content)
         }
         fn walk_files(
             &self,
             dir: &str,
             visit: &mut dyn FnMut(&str, crate::storage::FileMeta),
         ) -> Option<Result<(), StorageError>> {
-            let base = self.0.root().join(dir);
+            if !self.keyed {
+                return None;
+            }
+            let base = self.fs.root().join(dir);
             for entry in walkdir::WalkDir::new(&base).follow_links(false) {
                 let entry = match entry {
                     Ok(e) => e,
@@ -1091,7 +1080,7 @@ mod tests {
         // check asks (LINK_FILES), and then both agree on everything.
         let with_files = all.with(Needs::LINK_FILES);
         let (walked, walked_problems) = scan("r", &FsStorage::new(r), with_files);
-        let (keyed, keyed_problems) = scan("r", &Keyed(FsStorage::new(r)), all);
+        let (keyed, keyed_problems) = scan("r", &Delegating::keyed(FsStorage::new(r)), all);
         assert_eq!(
             format!("{:?}", walked.repositories),
             format!("{:?}", keyed.repositories)

@@ -227,6 +227,20 @@ impl S3Storage {
         prefix: &str,
         delimiter: bool,
         max_keys: Option<usize>,
+        each: impl FnMut(ListResult) -> bool,
+    ) -> object_store::Result<()> {
+        self.list_pages_after(prefix, delimiter, max_keys, None, each)
+            .await
+    }
+
+    /// [`S3Storage::list_pages`] from the first key after `offset` (ListObjectsV2's
+    /// `start-after`).
+    async fn list_pages_after(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        max_keys: Option<usize>,
+        offset: Option<String>,
         mut each: impl FnMut(ListResult) -> bool,
     ) -> object_store::Result<()> {
         let mut page_token = None;
@@ -236,6 +250,7 @@ impl S3Storage {
                 .list_paginated(
                     Some(prefix),
                     PaginatedListOptions {
+                        offset: offset.clone(),
                         delimiter: delimiter.then_some(Cow::Borrowed("/")),
                         max_keys,
                         page_token: page_token.take(),
@@ -269,38 +284,22 @@ impl S3Storage {
             let lower = i.checked_sub(1).map(|j| bounds[j].as_str());
             let upper = bounds.get(i).map(String::as_str);
             let each = &each;
-            async move {
-                let mut page_token = None;
-                loop {
-                    let page = self
-                        .store
-                        .list_paginated(
-                            Some(prefix),
-                            PaginatedListOptions {
-                                // Below the bound's last name: servers that list a
-                                // directory tree (SeaweedFS) order names, not keys.
-                                offset: lower.map(|l| just_below(l.trim_end_matches('/'))),
-                                page_token: page_token.take(),
-                                ..Default::default()
-                            },
-                        )
-                        .await?;
-                    for object in page.result.objects {
-                        let key = object.location.as_ref();
-                        if lower.is_some_and(|l| key < l) {
-                            continue;
-                        }
-                        if upper.is_some_and(|u| key >= u) {
-                            return Ok(());
-                        }
-                        (each.borrow_mut())(object);
+            // Below the bound's last name: servers that list a directory tree (SeaweedFS)
+            // order a start-after by names, not by keys.
+            let offset = lower.map(|l| just_below(l.trim_end_matches('/')));
+            self.list_pages_after(prefix, false, None, offset, move |page| {
+                for object in page.objects {
+                    let key = object.location.as_ref();
+                    if lower.is_some_and(|l| key < l) {
+                        continue;
                     }
-                    match page.page_token {
-                        Some(t) if !t.is_empty() => page_token = Some(t),
-                        _ => return Ok(()),
+                    if upper.is_some_and(|u| key >= u) {
+                        return false;
                     }
+                    (each.borrow_mut())(object);
                 }
-            }
+                true
+            })
         };
         let all = futures_util::future::join_all((0..=bounds.len()).map(range)).await;
         all.into_iter().collect()
