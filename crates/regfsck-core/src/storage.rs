@@ -182,28 +182,35 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         digests: &[Digest],
         read: bool,
     ) -> Result<Vec<(usize, LinkState)>, StorageError> {
+        if !read {
+            return odd_links_by_stat(self, dir, digests);
+        }
         let mut odd = Vec::new();
         for (i, d) in digests.iter().enumerate() {
-            let path = format!("{dir}/{}/link", d.hex());
-            let state = if read {
-                match self.read(&path, LINK_READ_LIMIT as u64) {
-                    Ok(Some(c)) if is_link_to(&c, d) => continue,
-                    Ok(Some(c)) => LinkState::Content(c.into_boxed_slice()),
-                    Ok(None) => LinkState::Missing,
-                    Err(StorageError::TooLarge { .. }) => LinkState::TooLarge,
-                    Err(e) => LinkState::Unreadable(e.reason()),
-                }
-            } else {
-                match self.stat(&path) {
-                    Ok(Some(m)) if m.kind == EntryKind::File => continue,
-                    Ok(Some(m)) => LinkState::NotAFile(m.kind),
-                    Ok(None) => LinkState::Missing,
-                    Err(e) => LinkState::Unreadable(e.reason()),
-                }
+            let state = match self.read(&link_below(dir, d), LINK_READ_LIMIT as u64) {
+                Ok(Some(c)) if is_link_to(&c, d) => continue,
+                Ok(Some(c)) => LinkState::Content(c.into_boxed_slice()),
+                Ok(None) => LinkState::Missing,
+                Err(StorageError::TooLarge { .. }) => LinkState::TooLarge,
+                Err(e) => LinkState::Unreadable(e.reason()),
             };
             odd.push((i, state));
         }
         Ok(odd)
+    }
+
+    /// Metadata of `<dir>/<rel>` for each of `rels`, in order, without following symlinks
+    /// (`None`: absent). `Err`: `dir` itself could not be opened. The default stats each
+    /// path; a file system stats relative to one open directory.
+    fn stat_below(
+        &self,
+        dir: &str,
+        rels: &[String],
+    ) -> Result<Vec<Result<Option<FileMeta>, StorageError>>, StorageError> {
+        Ok(rels
+            .iter()
+            .map(|rel| self.stat(&format!("{dir}/{rel}")))
+            .collect())
     }
 
     /// What the backend spent (requests by kind, retries), for the run's summary; `None` for
@@ -251,30 +258,62 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
             Ok(e) => e.unwrap_or_default(),
             Err(e) => return (Vec::new(), vec![e]),
         };
-        let blobs = entries
-            .par_iter()
-            .filter_map(|entry| {
-                let path = format!("{dir}/{}", entry.name);
-                let digest = Digest::from_hex(&entry.name)
-                    .filter(|d| entry.utf8 && d.hex().starts_with(&prefix.name));
-                let Some(digest) = digest.filter(|_| entry.kind == EntryKind::Dir) else {
-                    return Some(Err(unexpected(&path, entry.kind)));
-                };
-                match self.stat(&format!("{path}/data")) {
-                    Ok(data) => Some(Ok(BlobEntry { digest, data })),
-                    Err(e) => Some(Err(e)),
-                }
-            })
-            .collect::<Vec<_>>();
-        let mut out = Vec::with_capacity(blobs.len());
-        for b in blobs {
-            match b {
-                Ok(b) => out.push(b),
+        let mut digests = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let digest = Digest::from_hex(&entry.name)
+                .filter(|d| entry.utf8 && d.hex().starts_with(&prefix.name));
+            match digest.filter(|_| entry.kind == EntryKind::Dir) {
+                Some(d) => digests.push(d),
+                None => problems.push(unexpected(&format!("{dir}/{}", entry.name), entry.kind)),
+            }
+        }
+        let rels: Vec<String> = digests
+            .iter()
+            .map(|d| format!("{}/data", d.hex()))
+            .collect();
+        let metas = match self.stat_below(&dir, &rels) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(e);
+                return (Vec::new(), problems);
+            }
+        };
+        let mut out = Vec::with_capacity(digests.len());
+        for (digest, data) in digests.into_iter().zip(metas) {
+            match data {
+                Ok(data) => out.push(BlobEntry { digest, data }),
                 Err(e) => problems.push(e),
             }
         }
         (out, problems)
     }
+}
+
+fn link_below(dir: &str, d: &Digest) -> String {
+    format!("{dir}/{}/link", d.hex())
+}
+
+/// [`Storage::odd_links`] without reading: one [`Storage::stat_below`] for the directory.
+fn odd_links_by_stat<S: Storage + ?Sized>(
+    storage: &S,
+    dir: &str,
+    digests: &[Digest],
+) -> Result<Vec<(usize, LinkState)>, StorageError> {
+    let rels: Vec<String> = digests
+        .iter()
+        .map(|d| format!("{}/link", d.hex()))
+        .collect();
+    let metas = storage.stat_below(dir, &rels)?;
+    Ok(metas
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, meta)| match meta {
+            Ok(Some(m)) if m.kind == EntryKind::File => None,
+            Ok(Some(m)) => Some((i, LinkState::NotAFile(m.kind))),
+            Ok(None) => Some((i, LinkState::Missing)),
+            Err(e) => Some((i, LinkState::Unreadable(e.reason()))),
+        })
+        .collect())
 }
 
 fn unexpected(path: &str, kind: EntryKind) -> StorageError {
@@ -309,6 +348,14 @@ impl FsStorage {
             });
         }
         Ok(self.root.join(rel))
+    }
+
+    /// Opens a directory (never through a final symlink) for `*at` calls below it.
+    fn open_dir(&self, dir: &str) -> Result<rustix::fd::OwnedFd, StorageError> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::open(self.full(dir)?, flags, Mode::empty())
+            .map_err(|e| StorageError::io(dir, e.into()))
     }
 
     /// Refuses when any directory between the root and `path` is a symlink.
@@ -365,6 +412,12 @@ fn kind_of(ft: std::fs::FileType) -> EntryKind {
     } else {
         EntryKind::Other
     }
+}
+
+fn modified_of(st: &rustix::fs::Stat) -> Option<SystemTime> {
+    let secs = u64::try_from(st.st_mtime).ok()?;
+    let nanos = u32::try_from(st.st_mtime_nsec).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
 }
 
 fn kind_of_mode(mode: u32) -> EntryKind {
@@ -524,33 +577,47 @@ impl Storage for FsStorage {
         digests: &[Digest],
         read: bool,
     ) -> Result<Vec<(usize, LinkState)>, StorageError> {
-        use rustix::fs::{AtFlags, Mode, OFlags};
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let dirfd = rustix::fs::open(self.full(dir)?, flags, Mode::empty())
-            .map_err(|e| StorageError::io(dir, e.into()))?;
+        if !read {
+            return odd_links_by_stat(self, dir, digests);
+        }
+        let dirfd = self.open_dir(dir)?;
         let mut buf = [0u8; LINK_READ_LIMIT + 1];
         let mut odd = Vec::new();
         for (i, d) in digests.iter().enumerate() {
             let rel = format!("{}/link", d.hex());
-            let state = if read {
-                match read_link_at(&dirfd, &rel, d, &mut buf) {
-                    Ok(None) => continue,
-                    Ok(Some(state)) => state,
-                    Err(e) => LinkState::Unreadable(io::Error::from(e).to_string()),
-                }
-            } else {
-                match rustix::fs::statat(&dirfd, &rel, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => match kind_of_mode(st.st_mode) {
-                        EntryKind::File => continue,
-                        kind => LinkState::NotAFile(kind),
-                    },
-                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => LinkState::Missing,
-                    Err(e) => LinkState::Unreadable(io::Error::from(e).to_string()),
-                }
+            let state = match read_link_at(&dirfd, &rel, d, &mut buf) {
+                Ok(None) => continue,
+                Ok(Some(state)) => state,
+                Err(e) => LinkState::Unreadable(io::Error::from(e).to_string()),
             };
             odd.push((i, state));
         }
         Ok(odd)
+    }
+
+    /// One open directory, then one `statat` per path: no path walk from the root each time
+    /// (a blob store holds one `data` per blob, a repository one `link` per layer).
+    fn stat_below(
+        &self,
+        dir: &str,
+        rels: &[String],
+    ) -> Result<Vec<Result<Option<FileMeta>, StorageError>>, StorageError> {
+        use rustix::fs::AtFlags;
+        let dirfd = self.open_dir(dir)?;
+        Ok(rels
+            .iter()
+            .map(
+                |rel| match rustix::fs::statat(&dirfd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => Ok(Some(FileMeta {
+                        size: u64::try_from(st.st_size).unwrap_or(0),
+                        modified: modified_of(&st),
+                        kind: kind_of_mode(st.st_mode),
+                    })),
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+                    Err(e) => Err(StorageError::io(format!("{dir}/{rel}"), e.into())),
+                },
+            )
+            .collect())
     }
 
     fn open(&self, path: &str) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
@@ -629,6 +696,10 @@ mod tests {
             .find(|b| b.digest.hex() == HEX)
             .expect("listed");
         assert_eq!(with.data.map(|m| m.size), Some(1));
+        // Stat'ed relative to the prefix directory: the same answer as a stat of the path.
+        let data = format!("{}/01/{HEX}/data", layout::BLOBS);
+        assert_eq!(with.data, s.stat(&data).expect("stat"));
+        assert!(with.data.and_then(|m| m.modified).is_some());
         let without = listing
             .blobs
             .iter()
