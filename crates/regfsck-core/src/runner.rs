@@ -467,7 +467,8 @@ pub fn run_registry(
     report.registries.push(summary);
 }
 
-fn millis(d: Duration) -> u64 {
+/// Whole milliseconds, for reports.
+pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -93,35 +93,20 @@ pub enum LinkFacts {
     },
 }
 
-/// One link, as [`LinkFacts::lookup`] knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkLookup<'a> {
-    /// Not looked at.
-    Unknown,
-    /// A regular file (holding the right digest, when contents were read).
-    Fine,
-    Odd(&'a LinkState),
-}
-
 impl LinkFacts {
-    /// The link in the directory of `d`, which the caller knows was listed.
-    pub fn lookup(&self, d: &Digest) -> LinkLookup<'_> {
-        match self {
-            LinkFacts::Unknown => LinkLookup::Unknown,
-            LinkFacts::Known { odd, .. } => match odd.binary_search_by(|(o, _)| o.cmp(d)) {
-                Ok(i) => LinkLookup::Odd(&odd[i].1),
-                Err(_) => LinkLookup::Fine,
-            },
-        }
-    }
-
-    /// Whether the link file exists as a regular file: `None` when not known.
+    /// Whether the link file in the (listed) directory of `d` exists as a regular file:
+    /// `None` when the scan did not look, or could not.
     pub fn exists(&self, d: &Digest) -> Option<bool> {
-        match self.lookup(d) {
-            LinkLookup::Fine => Some(true),
-            LinkLookup::Odd(LinkState::Content(_) | LinkState::TooLarge) => Some(true),
-            LinkLookup::Odd(LinkState::Missing | LinkState::NotAFile(_)) => Some(false),
-            LinkLookup::Odd(LinkState::Unreadable(_)) | LinkLookup::Unknown => None,
+        let LinkFacts::Known { odd, .. } = self else {
+            return None;
+        };
+        let Ok(i) = odd.binary_search_by(|(o, _)| o.cmp(d)) else {
+            return Some(true); // fine
+        };
+        match &odd[i].1 {
+            LinkState::Content(_) | LinkState::TooLarge => Some(true),
+            LinkState::Missing | LinkState::NotAFile(_) => Some(false),
+            LinkState::Unreadable(_) => None,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use regfsck_core::runner::{Action, Outcome, RegistrySummary, RunReport};
+use regfsck_core::runner::{self, Action, Outcome, RegistrySummary, RunReport};
 use regfsck_core::{Digest, Level, Problem};
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
@@ -154,7 +154,7 @@ pub fn write(report: &RunReport, out: &mut dyn Write) -> std::io::Result<()> {
             refused: report.count(Action::Refused),
             failed: report.count(Action::Failed),
             problems: report.problems.len(),
-            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            duration_ms: runner::millis(report.duration),
             restart_needed: report.layer_links_removed() > 0,
             interrupted: report.interrupted,
             registries: Registries(&report.registries),
