@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regfsck_core::Manifest;
+use regfsck_core::manifest::Reference;
+use regfsck_core::{Digest, Manifest};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = Manifest::parse(data) else {
@@ -13,9 +14,12 @@ fuzz_target!(|data: &[u8]| {
     assert!(index || children.is_empty(), "a non-index has children");
     for child in children {
         if let Some(d) = child.sha256() {
-            assert_eq!(d.to_string(), child.digest, "sha256() accepted a non-canonical digest");
             let _ = d.short();
         }
+        // What a report shows of a reference reads back as the same reference.
+        let shown = child.digest.to_string();
+        assert_eq!(Reference::parse(&shown), child.digest, "{shown} does not round-trip");
+        assert_eq!(child.sha256().is_some(), child.digest.claims_sha256() && Digest::parse(&shown).is_some());
         if let Some(p) = &child.platform {
             let _ = p.to_string();
         }
@@ -23,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(c) = &m.config {
         let _ = c.sha256();
     }
-    for l in m.layers.iter().flatten() {
+    for l in m.layers.iter().flat_map(|l| l.iter()) {
         let _ = l.sha256();
+    }
+    for r in m.blob_references() {
+        let _ = r.sha256();
     }
 });
