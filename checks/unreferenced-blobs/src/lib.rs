@@ -41,10 +41,12 @@ impl Check for UnreferencedBlobs {
         // recursively through indexes.
         // As GC, only revisions with their link file count: the registry's API deletes
         // remove the file and leave the directory.
-        let (revisions, mut link_problems) = existing_links(
+        let mut revisions = Vec::new();
+        let mut link_problems = each_existing_link(
             cx,
             |r| &r.revisions,
             |cx, r, d| cx.revision_link_exists(r, d),
+            |d| revisions.push(*d),
         );
         walk.traverse(revisions.into_iter(), Mark::Manifest);
         // What else the registry can still be asked for: tagged manifests (and what they
@@ -60,12 +62,13 @@ impl Check for UnreferencedBlobs {
             }),
             Mark::Link,
         );
-        let (layers, more) =
-            existing_links(cx, |r| &r.layers, |cx, r, d| cx.layer_link_exists(r, d));
-        link_problems.extend(more);
-        for d in &layers {
-            walk.mark(d, Mark::Link);
-        }
+        // Marked as they come: collecting them first would hold every layer link again.
+        link_problems.extend(each_existing_link(
+            cx,
+            |r| &r.layers,
+            |cx, r, d| cx.layer_link_exists(r, d),
+            |d| walk.mark(d, Mark::Link),
+        ));
         walk.problems.extend(link_problems);
 
         let (mut checked, mut unreferenced_bytes) = (0u64, 0u64);
@@ -234,36 +237,27 @@ impl Walk<'_, '_> {
 
 type LinkTest = fn(&CheckContext<'_>, &Repository, &Digest) -> Result<bool, StorageError>;
 
-/// The digests of every repository whose link file exists (in parallel: on a file system
-/// each is one stat), and the problems met.
-fn existing_links(
+/// Calls `found` with the digest of every repository whose link file exists, and returns
+/// the problems met. The scan has looked at the link files (`LINK_FILES`), so this is a walk
+/// through memory, done in place; only a directory the scan could not open costs a stat per
+/// link.
+fn each_existing_link(
     cx: &CheckContext<'_>,
     digests: fn(&Repository) -> &Vec<Digest>,
     exists: LinkTest,
-) -> (Vec<Digest>, Vec<Problem>) {
-    let per_repo: Vec<(Vec<Digest>, Vec<Problem>)> = cx
-        .inventory
-        .repositories
-        .par_iter()
-        .map(|repo| {
-            let mut found = Vec::new();
-            let mut problems = Vec::new();
-            for d in digests(repo) {
-                match exists(cx, repo, d) {
-                    Ok(true) => found.push(*d),
-                    Ok(false) => {}
-                    Err(e) => problems.push(cx.problem(e.path(), e.reason())),
-                }
+    mut found: impl FnMut(&Digest),
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for repo in &cx.inventory.repositories {
+        for d in digests(repo) {
+            match exists(cx, repo, d) {
+                Ok(true) => found(d),
+                Ok(false) => {}
+                Err(e) => problems.push(cx.problem(e.path(), e.reason())),
             }
-            (found, problems)
-        })
-        .collect();
-    let mut all = (Vec::new(), Vec::new());
-    for (found, problems) in per_repo {
-        all.0.extend(found);
-        all.1.extend(problems);
+        }
     }
-    all
+    problems
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Runs a policy over a data root: scan each registry once, run its enabled checks, then let
 //! the remediation runner act on what the policy allows.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,7 +91,7 @@ impl RunOptions {
 }
 
 /// What was done about a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Fixed: the fix removed what was broken.
@@ -150,17 +151,73 @@ pub struct RegistrySummary {
     #[serde(skip)]
     pub name: String,
     pub location: String,
-    pub checks: std::collections::BTreeMap<&'static str, CheckSummary>,
+    pub checks: BTreeMap<&'static str, CheckSummary>,
     pub removed: usize,
     /// Why fixes were refused on this registry, if they were.
     pub fix_refused: Option<String>,
     /// What the scan listed: repositories, layer_links, revisions, tags, uploads, blobs.
-    pub scanned: std::collections::BTreeMap<&'static str, u64>,
+    pub scanned: BTreeMap<&'static str, u64>,
     /// Wall time of the scan (listing, and the link files when a check needs them).
     pub scan_ms: u64,
+    /// Manifest blobs the checks read (one read again after it left the cache counts twice).
+    pub manifest_reads: u64,
     /// What the storage backend spent (object stores: requests by kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<serde_json::Value>,
+    /// What was done about the registry's findings, counted: a streamed run hands the
+    /// findings on and keeps only this.
+    #[serde(skip)]
+    pub tally: Tally,
+}
+
+/// Outcomes counted the ways the summaries, the exit status and the metrics need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    actions: BTreeMap<Action, usize>,
+    /// Outcomes a human still has to act on (neither removed nor would-remove), by check.
+    pub attention_by_check: BTreeMap<&'static str, usize>,
+    /// Layer links removed: the registry must be restarted before it stops serving them.
+    pub layer_links_removed: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, o: &Outcome) {
+        *self.actions.entry(o.action).or_default() += 1;
+        if o.action.needs_attention() && o.action != Action::WouldRemove {
+            *self.attention_by_check.entry(o.finding.check).or_default() += 1;
+        }
+        if o.action == Action::Removed && removes_layer_link(o) {
+            self.layer_links_removed += 1;
+        }
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: &Tally) {
+        for (a, n) in &other.actions {
+            *self.actions.entry(*a).or_default() += n;
+        }
+        for (c, n) in &other.attention_by_check {
+            *self.attention_by_check.entry(c).or_default() += n;
+        }
+        self.layer_links_removed += other.layer_links_removed;
+    }
+
+    /// Outcomes that took `action`.
+    pub fn count(&self, action: Action) -> usize {
+        self.actions.get(&action).copied().unwrap_or(0)
+    }
+
+    /// Every outcome.
+    pub fn findings(&self) -> usize {
+        self.actions.values().sum()
+    }
+
+    /// Whether any outcome still needs attention after the run.
+    pub fn needs_attention(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|(a, n)| *n > 0 && a.needs_attention())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +226,8 @@ pub struct RunReport {
     pub policy: String,
     pub root: PathBuf,
     pub dry_run: bool,
-    /// Sorted by registry, check, repository, digest, path.
+    /// Sorted by registry, check, repository, digest, path. Empty when the run handed them
+    /// to a sink as it went ([`run_streaming`]); [`RunReport::tally`] counts them either way.
     pub outcomes: Vec<Outcome>,
     pub problems: Vec<Problem>,
     /// Things worth saying that do not make the scan incomplete.
@@ -181,21 +239,35 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The counts of every registry together.
+    pub fn tally(&self) -> Tally {
+        let mut all = Tally::default();
+        for r in &self.registries {
+            all.merge(&r.tally);
+        }
+        all
+    }
+
     pub fn count(&self, action: Action) -> usize {
-        self.outcomes.iter().filter(|o| o.action == action).count()
+        self.registries.iter().map(|r| r.tally.count(action)).sum()
+    }
+
+    /// Every finding of the run (streamed or held).
+    pub fn findings(&self) -> usize {
+        self.registries.iter().map(|r| r.tally.findings()).sum()
     }
 
     /// Layer links this run removed: each needs the registry restarted (or its
     /// blob-descriptor cache flushed) before the registry stops serving it from its cache.
     pub fn layer_links_removed(&self) -> usize {
-        self.outcomes
+        self.registries
             .iter()
-            .filter(|o| o.action == Action::Removed && removes_layer_link(o))
-            .count()
+            .map(|r| r.tally.layer_links_removed)
+            .sum()
     }
 
     pub fn needs_attention(&self) -> bool {
-        self.outcomes.iter().any(|o| o.action.needs_attention())
+        self.registries.iter().any(|r| r.tally.needs_attention())
     }
 }
 
@@ -235,7 +307,27 @@ pub fn discover_registries(root: &Path) -> Result<Vec<String>, RunError> {
     Ok(names)
 }
 
+/// Runs `policy` and returns the report with every outcome in it.
 pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunReport, RunError> {
+    let mut outcomes = Vec::new();
+    let mut report = run_streaming(file, policy, opts, &mut |batch| {
+        outcomes.reserve_exact(batch.len());
+        outcomes.extend(batch);
+    })?;
+    debug_assert!(outcomes.is_sorted_by(|a, b| a.finding.sort_key() <= b.finding.sort_key()));
+    report.outcomes = outcomes;
+    Ok(report)
+}
+
+/// Runs `policy`, handing each registry's outcomes (sorted) to `sink` as soon as that
+/// registry is done, so that a run holds the findings of one registry at a time. The
+/// report's `outcomes` stay empty; its registries' [`Tally`]s count them.
+pub fn run_streaming(
+    file: &PolicyFile,
+    policy: &Policy,
+    opts: &RunOptions,
+    sink: &mut dyn FnMut(Vec<Outcome>),
+) -> Result<RunReport, RunError> {
     let started = std::time::Instant::now();
     let mut names = discover_registries(&opts.root)?;
     // Registries whose storage the policy places in an object store join those on disk.
@@ -306,19 +398,16 @@ pub fn run(file: &PolicyFile, policy: &Policy, opts: &RunOptions) -> Result<RunR
         let pool = storage
             .parallelism()
             .and_then(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok());
-        match pool {
+        let outcomes = match pool {
             Some(pool) => pool.install(|| {
                 run_registry(name, storage.as_ref(), policy, &settings, opts, &mut report)
             }),
             None => run_registry(name, storage.as_ref(), policy, &settings, opts, &mut report),
-        }
+        };
+        // Registries run in name order, each with its outcomes sorted: so is what the sink
+        // is handed in all.
+        sink(outcomes);
     }
-    // Registries ran in name order, each with its outcomes sorted: the report is sorted.
-    debug_assert!(
-        report
-            .outcomes
-            .is_sorted_by(|a, b| a.finding.sort_key() <= b.finding.sort_key())
-    );
     report.problems.sort();
     // Two checks reading the same unreadable manifest report it once.
     report.problems.dedup();
@@ -338,7 +427,7 @@ fn settings_for(file: &PolicyFile, name: &str) -> RegistrySettings {
     }
 }
 
-/// Scans one registry and runs its checks and fixes.
+/// Scans one registry and runs its checks and fixes; returns its outcomes, sorted.
 pub fn run_registry(
     name: &str,
     storage: &dyn Storage,
@@ -346,7 +435,7 @@ pub fn run_registry(
     settings: &RegistrySettings,
     opts: &RunOptions,
     report: &mut RunReport,
-) {
+) -> Vec<Outcome> {
     let enabled: Vec<(&'static Registration, Level)> = check::registered()
         .into_iter()
         .map(|r| (r, policy.level(name, r.info.id)))
@@ -360,11 +449,13 @@ pub fn run_registry(
         fix_refused: None,
         scanned: Default::default(),
         scan_ms: 0,
+        manifest_reads: 0,
         storage: None,
+        tally: Tally::default(),
     };
     if enabled.is_empty() {
         report.registries.push(summary);
-        return;
+        return Vec::new();
     }
     let needs = enabled
         .iter()
@@ -421,6 +512,7 @@ pub fn run_registry(
             (*reg, *level, output, millis(started.elapsed()))
         })
         .collect();
+    summary.manifest_reads = manifests.reads();
 
     // Sized exactly: a run may hold 100,000s of outcomes, and doubling growth would leave up
     // to half of that allocated and unused.
@@ -456,15 +548,14 @@ pub fn run_registry(
     if opts.cancelled() {
         report.interrupted = true;
     }
-    summary.removed = outcomes
-        .iter()
-        .filter(|o| o.action == Action::Removed)
-        .count();
+    for o in &outcomes {
+        summary.tally.add(o);
+    }
+    summary.removed = summary.tally.count(Action::Removed);
     summary.storage = storage.stats();
     outcomes.sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
-    report.outcomes.reserve_exact(outcomes.len());
-    report.outcomes.extend(outcomes);
     report.registries.push(summary);
+    outcomes
 }
 
 /// Whole milliseconds, for reports.

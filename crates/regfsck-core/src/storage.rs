@@ -238,6 +238,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
             .par_iter()
             .map(|prefix| self.list_blob_prefix(prefix))
             .collect();
+        // Sized exactly: a blob store may hold millions of entries.
+        let total = per_prefix.iter().map(|(b, _)| b.len()).sum();
+        listing.blobs.reserve_exact(total);
         for (blobs, problems) in per_prefix {
             listing.blobs.extend(blobs);
             listing.problems.extend(problems);

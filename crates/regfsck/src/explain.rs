@@ -2,12 +2,13 @@
 //! source and the check's help line.
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use miette::{
     GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource, Severity,
 };
 use regfsck_core::check;
-use regfsck_core::runner::{Action, Outcome, RunReport};
+use regfsck_core::runner::{Action, Outcome};
 
 fn handler() -> GraphicalReportHandler {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -19,7 +20,7 @@ fn handler() -> GraphicalReportHandler {
     GraphicalReportHandler::new_themed(theme).with_width(120)
 }
 
-pub fn render_outcome(report: &RunReport, o: &Outcome) -> String {
+pub fn render_outcome(root: &Path, o: &Outcome) -> String {
     let f = &o.finding;
     let mut source = String::new();
     let mut labels = Vec::new();
@@ -59,7 +60,7 @@ pub fn render_outcome(report: &RunReport, o: &Outcome) -> String {
     .with_severity(severity)
     .with_help(help)
     .with_labels(labels);
-    let name = format!("{} ({})", report.root.display(), o.level);
+    let name = format!("{} ({})", root.display(), o.level);
     let report = miette::Report::new(diag).with_source_code(NamedSource::new(name, source));
     let mut out = String::new();
     if handler().render_report(&mut out, report.as_ref()).is_err() {

@@ -1,6 +1,7 @@
 //! Human output: one greppable line per finding, a summary per registry, and what to do.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use regfsck_core::check;
 use regfsck_core::runner::{Action, Outcome, RunReport};
@@ -21,22 +22,34 @@ pub fn finding_line(o: &Outcome) -> String {
     line
 }
 
+/// A report that holds its outcomes, whole.
 pub fn render(report: &RunReport, explain: bool) -> String {
+    let mut out = outcomes(&report.outcomes, &report.root, explain);
+    out.push_str(&end(report));
+    out
+}
+
+/// The lines (or, with `explain`, the diagnostics) of a batch of outcomes on data root `root`.
+pub fn outcomes(batch: &[Outcome], root: &Path, explain: bool) -> String {
     let mut out = String::new();
-    if explain {
-        for o in &report.outcomes {
-            out.push_str(&crate::explain::render_outcome(report, o));
-        }
-    } else {
-        for o in &report.outcomes {
+    for o in batch {
+        if explain {
+            out.push_str(&crate::explain::render_outcome(root, o));
+        } else {
             out.push_str(&finding_line(o));
             out.push('\n');
         }
     }
+    out
+}
+
+/// What follows the outcomes: scan problems, the summary, what to do.
+pub fn end(report: &RunReport) -> String {
+    let mut out = String::new();
     for p in &report.problems {
         let _ = writeln!(out, "error[scan] {}/{}: {}", p.registry, p.path, p.message);
     }
-    if !report.outcomes.is_empty() || !report.problems.is_empty() {
+    if report.findings() > 0 || !report.problems.is_empty() {
         out.push('\n');
     }
     out.push_str(&summary(report));
@@ -101,14 +114,7 @@ fn summary(report: &RunReport) -> String {
 }
 
 fn action_required(report: &RunReport) -> String {
-    let mut by_check: std::collections::BTreeMap<&str, usize> = Default::default();
-    for o in report
-        .outcomes
-        .iter()
-        .filter(|o| o.action.needs_attention() && o.action != Action::WouldRemove)
-    {
-        *by_check.entry(o.finding.check).or_default() += 1;
-    }
+    let by_check = report.tally().attention_by_check;
     if by_check.is_empty() && report.problems.is_empty() {
         return String::new();
     }

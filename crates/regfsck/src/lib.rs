@@ -284,7 +284,14 @@ fn run(args: &RunArgs) -> ExitStatus {
         open_storage: Some(Arc::new(s3::open)),
         evidence: args.explain && args.format == Format::Human,
     };
-    let result = runner::run(&file, policy, &opts);
+    // Findings go out registry by registry as the run goes, so that a run holds one
+    // registry's at a time. Every finding makes a --quiet run speak (it either needs a human
+    // or was removed), so only a run without any waits for the end to decide.
+    let mut output = Output::new(args, &opts);
+    let result = runner::run_streaming(&file, policy, &opts, &mut |batch| match &spinner {
+        Some(s) => s.suspend(|| output.outcomes(&batch)),
+        None => output.outcomes(&batch),
+    });
     if let Some(s) = &spinner {
         s.finish();
     }
@@ -311,14 +318,7 @@ fn run(args: &RunArgs) -> ExitStatus {
         for w in &report.warnings {
             eprintln!("warning: {w}");
         }
-        match args.format {
-            Format::Json => {
-                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                // A closed pipe (`… | head`) is not an error.
-                let _ = json::write(&report, &mut out).and_then(|()| out.flush());
-            }
-            Format::Human => print(&human::render(&report, args.explain)),
-        }
+        output.finish(&report);
     }
     if let Some(path) = &args.metrics_file
         && let Err(e) = metrics::write(path, &report, status)
@@ -453,6 +453,62 @@ fn undo(args: &UndoArgs) -> ExitStatus {
     } else {
         ExitStatus::Findings
     }
+}
+
+/// Where a run's report goes: stdout, in the chosen format, as the run goes.
+struct Output {
+    explain: bool,
+    root: PathBuf,
+    json: Option<json::Stream<std::io::BufWriter<std::io::Stdout>>>,
+    /// Writing stopped (a closed pipe, `regfsck … | head`): not an error, but nothing more
+    /// is written.
+    closed: bool,
+}
+
+impl Output {
+    fn new(args: &RunArgs, opts: &RunOptions) -> Self {
+        let json = (args.format == Format::Json).then(|| {
+            json::Stream::new(
+                std::io::BufWriter::new(std::io::stdout()),
+                &opts.run_id,
+                &args.policy,
+                &opts.root,
+                opts.dry_run,
+            )
+        });
+        Self {
+            explain: args.explain,
+            root: opts.root.clone(),
+            json,
+            closed: false,
+        }
+    }
+
+    fn outcomes(&mut self, batch: &[runner::Outcome]) {
+        if self.closed || batch.is_empty() {
+            return;
+        }
+        let written = match &mut self.json {
+            Some(stream) => stream.outcomes(batch),
+            None => write_stdout(&human::outcomes(batch, &self.root, self.explain)),
+        };
+        self.closed = written.is_err();
+    }
+
+    fn finish(self, report: &runner::RunReport) {
+        if self.closed {
+            return;
+        }
+        let _ = match self.json {
+            Some(stream) => stream.finish(report).map(drop),
+            None => write_stdout(&human::end(report)),
+        };
+    }
+}
+
+fn write_stdout(s: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes()).and_then(|()| out.flush())
 }
 
 /// Writes to stdout; a closed pipe (`regfsck … | head`) is not an error.

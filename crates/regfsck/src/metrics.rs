@@ -99,11 +99,7 @@ pub fn render(report: &RunReport, status: ExitStatus, previous: Option<f64>) -> 
             Action::Refused,
             Action::Failed,
         ] {
-            let n = report
-                .outcomes
-                .iter()
-                .filter(|o| o.finding.registry == r.name && o.action == action)
-                .count();
+            let n = r.tally.count(action);
             m.sample(
                 "regfsck_actions",
                 &[

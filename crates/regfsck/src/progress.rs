@@ -25,6 +25,11 @@ impl Spinner {
         Some(Self { bar })
     }
 
+    /// Runs `f` (which writes to the terminal) with the spinner hidden.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
