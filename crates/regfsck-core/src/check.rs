@@ -177,7 +177,9 @@ impl CheckContext<'_> {
     {
         use rayon::prelude::*;
         let outputs: Vec<CheckOutput> = self.inventory.repositories.par_iter().map(f).collect();
+        // Sized exactly: a registry may give 100,000s of findings.
         let mut out = CheckOutput {
+            findings: Vec::with_capacity(outputs.iter().map(|o| o.findings.len()).sum()),
             counters: counters.iter().map(|c| (*c, 0)).collect(),
             ..CheckOutput::default()
         };
