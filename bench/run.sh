@@ -18,6 +18,9 @@
 #                  warn on private), --dry-run --format json
 #      regfsck-b   every registered check but corrupt-blobs (fix where the check allows it,
 #                  else warn) on "*", --dry-run --format json; ids from `regfsck checks`
+#      regfsck-c   as (b), but orphan-index-children only on private, as an operator runs it
+#                  (pull-through caches hold partial indexes legitimately; on them (b) reports
+#                  ~15% of the links as orphaned children)
 #    with /usr/bin/time -f '%e %M %U %S'; prints medians, peak RSS, ratios and the targets;
 # 4. strace -f -c of regfsck (a), (b), find and the reference on the smallest tree
 #    (syscalls per link);
@@ -27,7 +30,7 @@
 #   SIZES="100000 1000000"  layer links per tree          RUNS=3       timed rounds
 #   COLD=1      sync; echo 3 > /proc/sys/vm/drop_caches before every timed run (root)
 #   DATA_DIR=/work/bench-data   trees and results         REGEN=1      regenerate the trees
-#   TOOLS="reference find gc-private regfsck-a regfsck-b" which commands to time
+#   TOOLS="reference find gc-private regfsck-a regfsck-b regfsck-c" which commands to time
 #   STRACE=1    strace on the smallest tree (0: skip)     HASH=1       run bench/hash.sh
 #   SKIP_BUILD=1  use the existing target/release/regfsck; REGFSCK_BIN=path: time that binary
 #   CHECK=0     warm up only $TOOLS and skip the count checks (for extra timings, e.g.
@@ -43,7 +46,7 @@ SIZES=${SIZES:-"100000 1000000"}
 RUNS=${RUNS:-3}
 COLD=${COLD:-0}
 DATA_DIR=${DATA_DIR:-/work/bench-data}
-TOOLS=${TOOLS:-"reference find gc-private regfsck-a regfsck-b"}
+TOOLS=${TOOLS:-"reference find gc-private regfsck-a regfsck-b regfsck-c"}
 STRACE=${STRACE:-1}
 CHECK=${CHECK:-1}
 HASH=${HASH:-1}
@@ -119,6 +122,7 @@ cmd_for() {
         gc-private) echo "docker-registry garbage-collect --dry-run '$OUT/gc-$(basename "$(dirname "$data")").yml'" ;;
         regfsck-a) echo "'$BIN' run a --config '$OUT/policy-a.toml' --root '$data' --dry-run --format json" ;;
         regfsck-b) echo "'$BIN' run b --config '$OUT/policy-b.toml' --root '$data' --dry-run --format json" ;;
+        regfsck-c) echo "'$BIN' run c --config '$OUT/policy-c.toml' --root '$data' --dry-run --format json" ;;
         *) die "unknown tool $tool" ;;
     esac
 }
@@ -134,7 +138,7 @@ run_once() {
         sleep 30
     done
     case $tool:$rc in
-        regfsck-a:0 | regfsck-a:1 | regfsck-b:0 | regfsck-b:1 | regfsck-b:3 | reference:0 | find:0 | gc-private:0) ;;
+        regfsck-a:[01] | regfsck-[bc]:[013] | reference:0 | find:0 | gc-private:0) ;;
         *) tail -5 "$out.err"; die "$tool exited with $rc (output in $out, $out.err)" ;;
     esac
     [ "$tool:$rc" = regfsck-b:3 ] && echo "note: regfsck (b) exited 3: scan problems (listed by the count check)"
@@ -156,7 +160,7 @@ for N in $SIZES; do
     printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n' \
         "$DATA/private" > "$OUT/gc-links-$N.yml"
 
-    WARM="reference find gc-private regfsck-a regfsck-b"
+    WARM="reference find gc-private regfsck-a regfsck-b regfsck-c"
     [ "$CHECK" = 1 ] || WARM=$TOOLS
     say "$N links: untimed run of each command (warm-up$([ "$CHECK" = 1 ] && echo ', and the outputs checked'))"
     for tool in $WARM; do
