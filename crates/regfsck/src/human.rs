@@ -22,25 +22,23 @@ pub fn finding_line(o: &Outcome) -> String {
     line
 }
 
-/// A report that holds its outcomes, whole.
-pub fn render(report: &RunReport, explain: bool) -> String {
-    let mut out = outcomes(&report.outcomes, &report.root, explain);
-    out.push_str(&end(report));
-    out
-}
-
-/// The lines (or, with `explain`, the diagnostics) of a batch of outcomes on data root `root`.
-pub fn outcomes(batch: &[Outcome], root: &Path, explain: bool) -> String {
-    let mut out = String::new();
+/// Writes the lines (or, with `explain`, the diagnostics) of a batch of outcomes on data
+/// root `root`, one at a time: a registry's batch may be 100,000 lines.
+pub fn write_outcomes(
+    out: &mut impl std::io::Write,
+    batch: &[Outcome],
+    root: &Path,
+    explain: bool,
+) -> std::io::Result<()> {
     for o in batch {
         if explain {
-            out.push_str(&crate::explain::render_outcome(root, o));
+            out.write_all(crate::explain::render_outcome(root, o).as_bytes())?;
         } else {
-            out.push_str(&finding_line(o));
-            out.push('\n');
+            out.write_all(finding_line(o).as_bytes())?;
+            out.write_all(b"\n")?;
         }
     }
-    out
+    Ok(())
 }
 
 /// What follows the outcomes: scan problems, the summary, what to do.

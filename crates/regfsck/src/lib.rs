@@ -490,7 +490,11 @@ impl Output {
         }
         let written = match &mut self.json {
             Some(stream) => stream.outcomes(batch),
-            None => write_stdout(&human::outcomes(batch, &self.root, self.explain)),
+            None => {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                human::write_outcomes(&mut out, batch, &self.root, self.explain)
+                    .and_then(|()| out.flush())
+            }
         };
         self.closed = written.is_err();
     }
