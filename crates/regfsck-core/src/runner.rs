@@ -513,6 +513,8 @@ pub fn run_registry(
         })
         .collect();
     summary.manifest_reads = manifests.reads();
+    // The checks are done with the manifests: let them go before the outcomes are built.
+    drop(manifests);
 
     // Sized exactly: a run may hold 100,000s of outcomes, and doubling growth would leave up
     // to half of that allocated and unused.
@@ -533,13 +535,10 @@ pub fn run_registry(
             },
         );
         report.problems.extend(output.problems);
-        outcomes.extend(output.findings.into_iter().map(|finding| Outcome {
-            finding,
-            level,
-            action: Action::Reported,
-            note: None,
-        }));
+        wrap(output.findings, level, &mut outcomes);
     }
+    // Fixed, reported and handed on in this order.
+    outcomes.sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
 
     if summary.fix_refused.is_none() {
         summary.fix_refused = guard(&inventory, &outcomes, settings);
@@ -553,9 +552,29 @@ pub fn run_registry(
     }
     summary.removed = summary.tally.count(Action::Removed);
     summary.storage = storage.stats();
-    outcomes.sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
     report.registries.push(summary);
     outcomes
+}
+
+/// Moves `findings` into `outcomes`, in order, a slice at a time, giving back what the
+/// findings held as it goes: one check may give 100,000 findings, and moving them all at
+/// once would hold them twice.
+fn wrap(mut findings: Vec<Finding>, level: Level, outcomes: &mut Vec<Outcome>) {
+    const SLICE: usize = 8192;
+    // Taken from the end, where a vector can shrink.
+    findings.reverse();
+    while !findings.is_empty() {
+        let tail = findings.split_off(findings.len().saturating_sub(SLICE));
+        if findings.capacity() > 2 * findings.len() + SLICE {
+            findings.shrink_to_fit();
+        }
+        outcomes.extend(tail.into_iter().rev().map(|finding| Outcome {
+            finding,
+            level,
+            action: Action::Reported,
+            note: None,
+        }));
+    }
 }
 
 /// Whole milliseconds, for reports.
@@ -738,4 +757,29 @@ pub fn new_run_id() -> String {
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let compact: String = now.chars().filter(|c| !matches!(c, '-' | ':')).collect();
     format!("{compact}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_moves_every_finding_in_order() {
+        // More than two slices, and not a multiple of one.
+        let n = 8192 * 2 + 17;
+        let findings: Vec<Finding> = (0..n)
+            .map(|i| Finding::new("c", "r", "repo", format!("{i:06}"), String::new()))
+            .collect();
+        let mut outcomes = Vec::new();
+        wrap(findings, Level::Warn, &mut outcomes);
+        assert_eq!(outcomes.len(), n);
+        assert!(
+            outcomes
+                .iter()
+                .enumerate()
+                .all(|(i, o)| o.finding.path == format!("{i:06}")
+                    && o.action == Action::Reported
+                    && o.level == Level::Warn)
+        );
+    }
 }
