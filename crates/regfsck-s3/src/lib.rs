@@ -13,6 +13,8 @@
 
 mod config;
 mod http;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

