@@ -535,7 +535,12 @@ pub fn run_registry(
             },
         );
         report.problems.extend(output.problems);
-        wrap(output.findings, level, &mut outcomes);
+        outcomes.extend(output.findings.into_iter().map(|finding| Outcome {
+            finding,
+            level,
+            action: Action::Reported,
+            note: None,
+        }));
     }
     // Fixed, reported and handed on in this order.
     outcomes.sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
@@ -554,27 +559,6 @@ pub fn run_registry(
     summary.storage = storage.stats();
     report.registries.push(summary);
     outcomes
-}
-
-/// Moves `findings` into `outcomes`, in order, a slice at a time, giving back what the
-/// findings held as it goes: one check may give 100,000 findings, and moving them all at
-/// once would hold them twice.
-fn wrap(mut findings: Vec<Finding>, level: Level, outcomes: &mut Vec<Outcome>) {
-    const SLICE: usize = 8192;
-    // Taken from the end, where a vector can shrink.
-    findings.reverse();
-    while !findings.is_empty() {
-        let tail = findings.split_off(findings.len().saturating_sub(SLICE));
-        if findings.capacity() > 2 * findings.len() + SLICE {
-            findings.shrink_to_fit();
-        }
-        outcomes.extend(tail.into_iter().rev().map(|finding| Outcome {
-            finding,
-            level,
-            action: Action::Reported,
-            note: None,
-        }));
-    }
 }
 
 /// Whole milliseconds, for reports.
@@ -757,29 +741,4 @@ pub fn new_run_id() -> String {
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let compact: String = now.chars().filter(|c| !matches!(c, '-' | ':')).collect();
     format!("{compact}-{}", std::process::id())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrap_moves_every_finding_in_order() {
-        // More than two slices, and not a multiple of one.
-        let n = 8192 * 2 + 17;
-        let findings: Vec<Finding> = (0..n)
-            .map(|i| Finding::new("c", "r", "repo", format!("{i:06}"), String::new()))
-            .collect();
-        let mut outcomes = Vec::new();
-        wrap(findings, Level::Warn, &mut outcomes);
-        assert_eq!(outcomes.len(), n);
-        assert!(
-            outcomes
-                .iter()
-                .enumerate()
-                .all(|(i, o)| o.finding.path == format!("{i:06}")
-                    && o.action == Action::Reported
-                    && o.level == Level::Warn)
-        );
-    }
 }
