@@ -181,7 +181,7 @@ impl<W: Write> Stream<W> {
     }
 
     /// Writes the rest of the document from `report` (whose outcomes were handed to
-    /// [`Stream::outcomes`], or are in `report.outcomes`) and flushes.
+    /// [`Stream::outcomes`]) and flushes.
     pub fn finish(mut self, report: &RunReport) -> std::io::Result<W> {
         self.begin()?;
         self.out
@@ -196,11 +196,8 @@ impl<W: Write> Stream<W> {
         })?;
         // `{\n  "problems": …\n}`: its fields continue the document's.
         self.out.write_all(b",\n")?;
-        self.out.write_all(
-            tail.trim_start_matches('{')
-                .trim_start_matches('\n')
-                .as_bytes(),
-        )?;
+        self.out
+            .write_all(unwrapped(tail.strip_prefix("{\n"))?.as_bytes())?;
         self.out.write_all(b"\n")?;
         self.out.flush()?;
         Ok(self.out)
@@ -218,7 +215,7 @@ impl<W: Write> Stream<W> {
             })?;
             // `{\n  "version": …\n}` without its closing brace.
             self.out
-                .write_all(head.trim_end_matches('}').trim_end_matches('\n').as_bytes())?;
+                .write_all(unwrapped(head.strip_suffix("\n}"))?.as_bytes())?;
             self.out.write_all(b",\n  \"findings\": [")?;
         }
         Ok(())
@@ -227,6 +224,11 @@ impl<W: Write> Stream<W> {
 
 fn pretty<T: Serialize>(value: &T) -> std::io::Result<String> {
     serde_json::to_string_pretty(value).map_err(std::io::Error::other)
+}
+
+/// The inside of a pretty-printed object, cut at one of its braces.
+fn unwrapped(part: Option<&str>) -> std::io::Result<&str> {
+    part.ok_or_else(|| std::io::Error::other("serde_json printed an object without its braces"))
 }
 
 fn summary(report: &RunReport) -> Summary<'_> {
@@ -244,19 +246,6 @@ fn summary(report: &RunReport) -> Summary<'_> {
         interrupted: report.interrupted,
         registries: Registries(&report.registries),
     }
-}
-
-/// Writes a report that holds its outcomes as one pretty-printed JSON object and a newline.
-pub fn write(report: &RunReport, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut stream = Stream::new(
-        out,
-        &report.run_id,
-        &report.policy,
-        &report.root,
-        report.dry_run,
-    );
-    stream.outcomes(&report.outcomes)?;
-    stream.finish(report).map(drop)
 }
 
 #[cfg(test)]
