@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use regfsck_core::manifest::{Descriptor, ManifestError};
+use regfsck_core::manifest::{self, ManifestError, Reference};
 use regfsck_core::scan::Repository;
 use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Finding, Problem, layout};
 
@@ -25,15 +25,6 @@ regfsck_core::declare_check! {
     max_level: Warn,
     needs: [TAGS, REVISIONS, LAYERS, MANIFESTS, LINK_FILES],
 }
-
-/// Layers clients fetch from the URLs in the manifest, never from the registry: Distribution
-/// does not require them to be stored.
-const FOREIGN_LAYERS: [&str; 4] = [
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-];
 
 impl Check for MissingReferencedBlobs {
     fn run(&self, cx: &CheckContext<'_>) -> CheckOutput {
@@ -161,17 +152,17 @@ impl<'r> Walk<'_, 'r> {
 
     /// The sha256 digest of a descriptor; `None` (with a problem when it claims sha256 but is
     /// malformed) for anything Distribution's sha256 layout cannot hold.
-    fn descriptor_digest(&mut self, within: &Digest, desc: &Descriptor) -> Option<Digest> {
-        if let Some(d) = desc.sha256() {
+    fn descriptor_digest(&mut self, within: &Digest, reference: &Reference) -> Option<Digest> {
+        if let Some(d) = reference.sha256() {
             return Some(d);
         }
-        if desc.digest.claims_sha256() {
+        if reference.claims_sha256() {
             self.problems.push(self.cx.problem(
                 layout::blob_data(within),
                 format!(
                     "manifest {} references a malformed digest {:?}",
                     within.short(),
-                    desc.digest.to_string()
+                    reference.to_string()
                 ),
             ));
         }
@@ -202,7 +193,7 @@ impl<'r> Walk<'_, 'r> {
                 return;
             }
             for child in manifest.children() {
-                let Some(cd) = self.descriptor_digest(&d, child) else {
+                let Some(cd) = self.descriptor_digest(&d, &child.digest) else {
                     continue;
                 };
                 match self.cx.revision_link_exists(self.repo, &cd) {
@@ -223,29 +214,28 @@ impl<'r> Walk<'_, 'r> {
             }
             return;
         }
-        let Some(config) = &manifest.config else {
+        if !manifest.has_config() {
             if self.images.insert(d) {
                 self.counts.manifests_without_config += 1;
             }
             return;
-        };
+        }
         if self.images.insert(d) {
             self.counts.manifests_inspected += 1;
         }
-        if let Some(cd) = self.descriptor_digest(&d, config) {
-            self.note(cd, Role::Config, tags, d, platform);
-        }
-        for layer in manifest.layers.as_deref().unwrap_or_default() {
-            if layer
-                .media_type
-                .as_deref()
-                .is_some_and(|m| FOREIGN_LAYERS.contains(&m))
-            {
-                self.counts.foreign_layers_skipped += 1;
-                continue;
-            }
-            if let Some(ld) = self.descriptor_digest(&d, layer) {
-                self.note(ld, Role::Layer, tags, d, platform);
+        for (role, reference) in manifest.references() {
+            let role = match role {
+                manifest::Role::Config => Role::Config,
+                manifest::Role::Layer => Role::Layer,
+                manifest::Role::ForeignLayer => {
+                    self.counts.foreign_layers_skipped += 1;
+                    continue;
+                }
+                // Not what an image pull fetches.
+                manifest::Role::ArtifactBlob | manifest::Role::Schema1Layer => continue,
+            };
+            if let Some(bd) = self.descriptor_digest(&d, &reference) {
+                self.note(bd, role, tags, d, platform);
             }
         }
     }

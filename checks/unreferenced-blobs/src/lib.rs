@@ -203,7 +203,7 @@ impl Walk<'_, '_> {
             };
             self.manifests += 1;
             for r in manifest.blob_references() {
-                if let Some(rd) = self.reference(&d, r) {
+                if let Some(rd) = self.reference(&d, &r) {
                     self.mark(&rd, how);
                 }
             }

@@ -221,10 +221,7 @@ impl CheckContext<'_> {
                     }
                     continue;
                 }
-                for b in m
-                    .blob_references()
-                    .filter_map(crate::manifest::Reference::sha256)
-                {
+                for b in m.blob_references().filter_map(|r| r.sha256()) {
                     users.entry(b).or_default().extend(tags.iter().copied());
                 }
             }

@@ -142,59 +142,57 @@ impl<'de> Deserialize<'de> for Reference {
     }
 }
 
-/// A parsed manifest is kept for the whole registry's run when several checks read it, so
-/// it holds digests as 32 bytes, well-known names without allocating and nothing no check
-/// reads (not `size`, not annotations): 72 bytes a descriptor.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default, deserialize_with = "opt_name")]
-    pub media_type: Option<Name>,
+/// Layers clients fetch from the URLs in the manifest, never from the registry: Distribution
+/// does not require them to be stored.
+pub const FOREIGN_LAYERS: [&str; 4] = [
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
+
+/// What a blob is to the manifest that references it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Config,
+    /// A layer clients pull from the registry.
+    Layer,
+    /// A layer of a [foreign media type](FOREIGN_LAYERS): pulled from elsewhere.
+    ForeignLayer,
+    /// An OCI artifact manifest's `blobs`.
+    ArtifactBlob,
+    /// A Docker schema 1 `fsLayers[].blobSum`.
+    Schema1Layer,
+}
+
+/// A child of an image index: the manifest it names and the platform it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
     pub digest: Reference,
-    #[serde(default, deserialize_with = "opt_platform")]
     pub platform: Option<Box<Platform>>,
 }
 
-fn opt_platform<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Platform>>, D::Error> {
-    Ok(Option::<Platform>::deserialize(d)?.map(Box::new))
-}
-
-impl Descriptor {
+impl Child {
     /// The digest when it is a well-formed sha256 digest.
     pub fn sha256(&self) -> Option<Digest> {
         self.digest.sha256()
     }
 }
 
-/// The fields of a manifest or index that checks look at; everything else is ignored.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+/// What the checks read of a manifest or index; everything else is dropped when it is
+/// parsed. Parsed manifests are kept for a whole registry's run when several checks read
+/// them, 100,000s of them on a large registry, so a blob reference is its role and 32 bytes
+/// (33 in all), and media types and sizes are not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    #[serde(default)]
-    pub schema_version: Option<i64>,
-    #[serde(default, deserialize_with = "opt_name")]
-    pub media_type: Option<Name>,
-    #[serde(default)]
-    pub manifests: Option<Box<[Descriptor]>>,
-    #[serde(default)]
-    pub config: Option<Box<Descriptor>>,
-    #[serde(default)]
-    pub layers: Option<Box<[Descriptor]>>,
-    /// OCI artifacts: the manifest this one refers to (signatures, SBOMs).
-    #[serde(default)]
-    pub subject: Option<Box<Descriptor>>,
-    /// OCI artifact manifests list their content here.
-    #[serde(default)]
-    pub blobs: Option<Box<[Descriptor]>>,
-    /// Docker schema 1: layers as `{"blobSum": "sha256:…"}`.
-    #[serde(default)]
-    pub fs_layers: Option<Box<[FsLayer]>>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct FsLayer {
-    pub blob_sum: Reference,
+    index: bool,
+    /// Every well-formed sha256 blob reference, in the order written: config, layers,
+    /// artifact blobs, schema 1 layers.
+    blobs: Box<[(Role, Digest)]>,
+    /// The rest, as written (another algorithm, or garbage): nearly always empty.
+    odd: Box<[(Role, Box<str>)]>,
+    /// An index's children (empty for anything else).
+    children: Box<[Child]>,
 }
 
 impl Manifest {
@@ -205,43 +203,142 @@ impl Manifest {
             use serde::de::Error as _;
             return Err(serde_json::Error::custom("a manifest is a JSON object"));
         }
-        serde_json::from_slice(bytes)
+        serde_json::from_slice::<Raw>(bytes).map(Raw::compact)
     }
 
     /// An OCI image index or Docker manifest list. OCI lets an index omit `mediaType`: then
     /// its `manifests` array is what makes it an index.
     pub fn is_index(&self) -> bool {
-        match self.media_type.as_deref() {
+        self.index
+    }
+
+    /// Whether the manifest has a config descriptor (every image manifest has one).
+    pub fn has_config(&self) -> bool {
+        self.references().any(|(role, _)| role == Role::Config)
+    }
+
+    /// Every blob the manifest references, with its role: the well-formed sha256 ones in the
+    /// order written, then the others. Index children and `subject` are not blobs it needs
+    /// (see [`Manifest::children`]).
+    pub fn references(&self) -> impl Iterator<Item = (Role, Reference)> + '_ {
+        let sha256 = self.blobs.iter().map(|(r, d)| (*r, Reference::Sha256(*d)));
+        let odd = self
+            .odd
+            .iter()
+            .map(|(r, t)| (*r, Reference::Other(t.clone())));
+        sha256.chain(odd)
+    }
+
+    /// The blob digests an image or artifact manifest needs: config, layers (foreign ones
+    /// too), artifact blobs and schema 1 layers.
+    pub fn blob_references(&self) -> impl Iterator<Item = Reference> + '_ {
+        self.references().map(|(_, r)| r)
+    }
+
+    /// The children of an index (empty for anything else).
+    pub fn children(&self) -> &[Child] {
+        &self.children
+    }
+}
+
+/// A manifest as written, as far as the checks read it: what [`Manifest::parse`] reads
+/// before keeping only the compact part.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    /// Read so that a wrong type makes the manifest malformed.
+    #[serde(default, rename = "schemaVersion")]
+    _schema_version: Option<i64>,
+    #[serde(default, deserialize_with = "opt_name")]
+    media_type: Option<Name>,
+    #[serde(default)]
+    manifests: Option<Vec<RawDescriptor>>,
+    #[serde(default)]
+    config: Option<RawDescriptor>,
+    #[serde(default)]
+    layers: Option<Vec<RawDescriptor>>,
+    /// OCI artifacts: the manifest this one refers to (signatures, SBOMs). Not a blob the
+    /// manifest needs; read so that a malformed one makes the manifest malformed.
+    #[serde(default, rename = "subject")]
+    _subject: Option<RawDescriptor>,
+    /// OCI artifact manifests list their content here.
+    #[serde(default)]
+    blobs: Option<Vec<RawDescriptor>>,
+    /// Docker schema 1: layers as `{"blobSum": "sha256:…"}`.
+    #[serde(default)]
+    fs_layers: Option<Vec<FsLayer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    #[serde(default, deserialize_with = "opt_name")]
+    media_type: Option<Name>,
+    digest: Reference,
+    #[serde(default, deserialize_with = "opt_platform")]
+    platform: Option<Box<Platform>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FsLayer {
+    blob_sum: Reference,
+}
+
+fn opt_platform<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Platform>>, D::Error> {
+    Ok(Option::<Platform>::deserialize(d)?.map(Box::new))
+}
+
+impl Raw {
+    fn compact(self) -> Manifest {
+        let index = match self.media_type.as_deref() {
             Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
             Some(_) => false,
             None => self.manifests.is_some(),
-        }
-    }
-
-    /// The blob digests an image or artifact manifest needs: config, layers, artifact blobs
-    /// and schema 1 layers. Index children and `subject` are not blobs it needs (see
-    /// [`Manifest::children`]).
-    pub fn blob_references(&self) -> impl Iterator<Item = &Reference> {
-        let descriptors = self
+        };
+        let layer = |d: RawDescriptor| {
+            let foreign = d
+                .media_type
+                .as_deref()
+                .is_some_and(|m| FOREIGN_LAYERS.contains(&m));
+            let role = if foreign {
+                Role::ForeignLayer
+            } else {
+                Role::Layer
+            };
+            (role, d.digest)
+        };
+        let references = self
             .config
-            .as_deref()
+            .map(|c| (Role::Config, c.digest))
             .into_iter()
-            .chain(self.layers.iter().flat_map(|l| l.iter()))
-            .chain(self.blobs.iter().flat_map(|b| b.iter()))
-            .map(|d| &d.digest);
-        descriptors.chain(
-            self.fs_layers
-                .iter()
-                .flat_map(|l| l.iter())
-                .map(|l| &l.blob_sum),
-        )
-    }
-
-    /// The child descriptors of an index (empty for anything else).
-    pub fn children(&self) -> &[Descriptor] {
-        match (&self.manifests, self.is_index()) {
-            (Some(m), true) => m,
-            _ => &[],
+            .chain(self.layers.into_iter().flatten().map(layer))
+            .chain((self.blobs.into_iter().flatten()).map(|b| (Role::ArtifactBlob, b.digest)))
+            .chain(
+                (self.fs_layers.into_iter().flatten()).map(|l| (Role::Schema1Layer, l.blob_sum)),
+            );
+        let (mut blobs, mut odd) = (Vec::new(), Vec::new());
+        for (role, reference) in references {
+            match reference {
+                Reference::Sha256(d) => blobs.push((role, d)),
+                Reference::Other(text) => odd.push((role, text)),
+            }
+        }
+        let children = match (self.manifests, index) {
+            (Some(m), true) => m
+                .into_iter()
+                .map(|d| Child {
+                    digest: d.digest,
+                    platform: d.platform,
+                })
+                .collect(),
+            _ => Box::default(),
+        };
+        Manifest {
+            index,
+            blobs: blobs.into_boxed_slice(),
+            odd: odd.into_boxed_slice(),
+            children,
         }
     }
 }
@@ -327,9 +424,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_descriptor_stays_small() {
+    fn a_kept_manifest_stays_small() {
         // Kept by the 100,000 for a whole registry: see the type's documentation.
-        assert_eq!(std::mem::size_of::<Descriptor>(), 72);
+        assert_eq!(std::mem::size_of::<(Role, Digest)>(), 33);
+        assert_eq!(std::mem::size_of::<Manifest>(), 56);
+        let image = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":7,
+                "digest":"sha256:0000000000000000000000000000000000000000000000000000000000000001"},
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":9,
+                "digest":"sha256:0000000000000000000000000000000000000000000000000000000000000002",
+                "annotations":{"a":"b"}}]}"#;
+        let m = Manifest::parse(image.as_bytes()).expect("parses");
+        assert_eq!((m.blobs.len(), m.odd.len(), m.children.len()), (2, 0, 0));
     }
 
     #[test]
@@ -366,9 +472,8 @@ mod tests {
         let schema1 =
             r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:aa"},{"blobSum":"sha256:bb"}]}"#;
         let m = Manifest::parse(schema1.as_bytes()).expect("parses");
-        let shown = |m: &Manifest| -> Vec<String> {
-            m.blob_references().map(ToString::to_string).collect()
-        };
+        let shown =
+            |m: &Manifest| -> Vec<String> { m.blob_references().map(|r| r.to_string()).collect() };
         assert_eq!(shown(&m), ["sha256:aa", "sha256:bb"]);
         let artifact = r#"{"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l"}],"blobs":[{"digest":"sha256:b"}],"subject":{"digest":"sha256:s"}}"#;
         let m = Manifest::parse(artifact.as_bytes()).expect("parses");
