@@ -55,6 +55,9 @@ pub struct RunOptions {
     pub open_storage: Option<Arc<OpenStorage>>,
     /// Keep each finding's evidence (for `--explain`); without it a run holds less.
     pub evidence: bool,
+    /// Threads that scan and check a registry side by side; `None`: what the storage asks
+    /// for ([`Storage::parallelism`]).
+    pub threads: Option<usize>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -80,6 +83,7 @@ impl RunOptions {
             progress: None,
             open_storage: None,
             evidence: true,
+            threads: None,
         }
     }
 
@@ -161,6 +165,8 @@ pub struct RegistrySummary {
     pub scan_ms: u64,
     /// Manifest blobs the checks read (one read again after it left the cache counts twice).
     pub manifest_reads: u64,
+    /// Threads that scanned and checked the registry side by side.
+    pub threads: usize,
     /// What the storage backend spent (object stores: requests by kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<serde_json::Value>,
@@ -395,8 +401,9 @@ pub fn run_streaming(
                 continue;
             }
         };
-        let pool = storage
-            .parallelism()
+        let pool = opts
+            .threads
+            .or_else(|| storage.parallelism())
             .and_then(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok());
         let outcomes = match pool {
             Some(pool) => pool.install(|| {
@@ -450,6 +457,8 @@ pub fn run_registry(
         scanned: Default::default(),
         scan_ms: 0,
         manifest_reads: 0,
+        // Inside the registry's pool when it has one.
+        threads: rayon::current_num_threads(),
         storage: None,
         tally: Tally::default(),
     };

@@ -481,13 +481,14 @@ impl Storage for FsStorage {
         self.root.display().to_string()
     }
 
-    /// Four threads per core (8 to 64). A registry's metadata often outgrows the page cache
-    /// (1M links are ~20 GB of directory blocks and inodes), and then the scan waits on the
-    /// disk: more reads in flight finish sooner. Measured on 2 cores, 1M links, all checks
-    /// but hashing: 121 s with 2 threads, 77 s with 8; with a warm cache 8 are as fast as 2.
+    /// Sixteen threads per core (32 to 128). A registry's metadata often outgrows the page
+    /// cache (1M links are ~20 GB of directory blocks and inodes), and then the scan waits on
+    /// the disk: more reads in flight finish sooner. Measured on 2 cores (virtio disk), 1M
+    /// links, all checks but hashing, alternating: 121 s with 2 threads, 109–115 s with 8,
+    /// 79–86 s with 16, 74–79 s with 32, 82 s with 64 (`bench/RESULTS.md`).
     fn parallelism(&self) -> Option<usize> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Some((cores * 4).clamp(8, 64))
+        Some((cores * 16).clamp(32, 128))
     }
 
     fn list_dir(&self, path: &str) -> Result<Option<Vec<Entry>>, StorageError> {

@@ -321,6 +321,7 @@ mod tests {
             scanned: [("blobs", 3)].into_iter().collect(),
             scan_ms: 7,
             manifest_reads: 2,
+            threads: 8,
             storage: None,
             tally,
         }

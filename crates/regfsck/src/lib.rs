@@ -118,6 +118,12 @@ pub struct RunArgs {
     /// Also write Prometheus metrics here (node_exporter textfile collector), atomically.
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Threads that scan and check a registry side by side. The default, 16 per core (32 to
+    /// 128), keeps a disk's queue full when the tree is not in the page cache; fewer suit a
+    /// host the run must share, more a network file system.
+    #[arg(long, env = "REGFSCK_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -283,6 +289,7 @@ fn run(args: &RunArgs) -> ExitStatus {
         progress: spinner.clone().map(|s| s as Arc<dyn runner::Progress>),
         open_storage: Some(Arc::new(s3::open)),
         evidence: args.explain && args.format == Format::Human,
+        threads: args.threads.map(usize::from),
     };
     // Findings go out registry by registry as the run goes, so that a run holds one
     // registry's at a time. Every finding makes a --quiet run speak (it either needs a human

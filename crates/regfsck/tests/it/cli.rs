@@ -274,6 +274,27 @@ fn dry_run_reports_and_changes_nothing() {
 }
 
 #[test]
+fn the_thread_count_is_settable_reported_and_changes_no_finding() {
+    let (f, _) = broken_fixture();
+    let (code, three) = f.json(&["daily", "--dry-run", "--threads", "3"]);
+    let threads =
+        |v: &Value, registry: &str| v["summary"]["registries"][registry]["threads"].clone();
+    assert_eq!(threads(&three, "private"), 3);
+    assert_eq!(threads(&three, "dockerhub"), 3);
+    let (default_code, default) = f.json(&["daily", "--dry-run"]);
+    let n = threads(&default, "private").as_u64().expect("threads");
+    assert!((32..=128).contains(&n), "default {n}");
+    assert_eq!(
+        (code, &three["findings"]),
+        (default_code, &default["findings"])
+    );
+    for bad in ["0", "many"] {
+        let out = f.run(&["daily", "--dry-run", "--threads", bad]);
+        assert_eq!(out.status.code(), Some(2), "--threads {bad}");
+    }
+}
+
+#[test]
 fn fix_removes_orphaned_links_and_exits_by_what_remains() {
     let (f, b) = broken_fixture();
     let (code, v) = f.json(&["daily"]);
