@@ -2,15 +2,12 @@
 //! what a garbage collection would sweep, and the bytes that would free.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use rayon::prelude::*;
-use regfsck_core::manifest::{ManifestError, Reference};
+use regfsck_core::manifest::{ManifestError, Parsed, Reference};
 use regfsck_core::scan::Repository;
 use regfsck_core::storage::EntryKind;
-use regfsck_core::{
-    Check, CheckContext, CheckOutput, Digest, Manifest, Problem, StorageError, layout,
-};
+use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Problem, StorageError, layout};
 
 pub const ID: &str = "unreferenced-blobs";
 
@@ -181,7 +178,7 @@ impl Walk<'_, '_> {
     /// children in `next`.
     fn expand(&mut self, batch: &[Digest], how: Mark, next: &mut Vec<Digest>) {
         let cx = self.cx;
-        let read: Vec<(Digest, Result<Arc<Manifest>, ManifestError>)> = batch
+        let read: Vec<(Digest, Result<Parsed<'_>, ManifestError>)> = batch
             .par_iter()
             .filter(|d| cx.inventory.has_blob_data(d))
             .map(|d| (*d, cx.manifests.get(d)))

@@ -214,7 +214,8 @@ impl Manifest {
 
     /// Whether the manifest has a config descriptor (every image manifest has one).
     pub fn has_config(&self) -> bool {
-        self.references().any(|(role, _)| role == Role::Config)
+        let config = |role: &Role| *role == Role::Config;
+        self.blobs.iter().any(|(r, _)| config(r)) || self.odd.iter().any(|(r, _)| config(r))
     }
 
     /// Every blob the manifest references, with its role: the well-formed sha256 ones in the
@@ -355,18 +356,45 @@ pub enum ManifestError {
 
 type Slot = Arc<OnceLock<Result<Arc<Manifest>, ManifestError>>>;
 
+/// A parsed manifest from [`ManifestCache::get`]: borrowed from the cache, or shared.
+#[derive(Debug, Clone)]
+pub enum Parsed<'c> {
+    Kept(&'c Manifest),
+    Shared(Arc<Manifest>),
+}
+
+impl std::ops::Deref for Parsed<'_> {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        match self {
+            Parsed::Kept(m) => m,
+            Parsed::Shared(m) => m,
+        }
+    }
+}
+
 /// Reads and parses each manifest blob at most once per registry scan, shared by all checks.
 ///
-/// Parsed manifests are what a run holds most of (about a kilobyte each), so they are kept only
-/// when more than one check reads them ([`ManifestCache::shared`]); a single reader gets each
-/// one read and parsed on demand, and nothing is retained. (Keeping only a window of recent
-/// ones was measured and rejected: the checks do not walk the revisions in one order, and at
-/// a million links 2.4 times as many reads made the run 1.7 times slower.)
+/// Parsed manifests are much of what a run holds, so they are kept only when more than one
+/// check reads them ([`ManifestCache::shared`]); a single reader gets each one read and
+/// parsed on demand, and nothing is retained. (Keeping only a window of recent ones was
+/// measured and rejected: the checks do not walk the revisions in one order, and at a
+/// million links 2.4 times as many reads made the run 1.7 times slower.)
+///
+/// The manifests checks read are nearly all revisions of the registry's repositories: those
+/// are kept in a table sized once, in digest order (a digest and a slot each, found by binary
+/// search, without a lock); any other (an index child no repository has a revision of) in a
+/// map.
 #[derive(Debug)]
 pub struct ManifestCache<'s> {
     storage: &'s dyn Storage,
     retain: bool,
-    slots: Mutex<HashMap<Digest, Slot>>,
+    /// Sorted, each once.
+    revisions: Box<[Digest]>,
+    /// `kept[i]` is the manifest of `revisions[i]`, once read.
+    kept: Box<[OnceLock<Result<Manifest, ManifestError>>]>,
+    others: Mutex<HashMap<Digest, Slot>>,
     reads: AtomicU64,
 }
 
@@ -378,10 +406,28 @@ impl<'s> ManifestCache<'s> {
 
     /// `retain`: keep parsed manifests (several checks read them) or not (one does).
     pub fn shared(storage: &'s dyn Storage, retain: bool) -> Self {
+        Self::for_revisions(storage, retain, Vec::new())
+    }
+
+    /// As [`ManifestCache::shared`], with a table for `revisions` (the digests the checks
+    /// will mostly ask for; in any order, repeats allowed).
+    pub fn for_revisions(
+        storage: &'s dyn Storage,
+        retain: bool,
+        mut revisions: Vec<Digest>,
+    ) -> Self {
+        if !retain {
+            revisions = Vec::new();
+        }
+        revisions.sort_unstable();
+        revisions.dedup();
+        let kept = revisions.iter().map(|_| OnceLock::new()).collect();
         Self {
             storage,
             retain,
-            slots: Mutex::new(HashMap::new()),
+            revisions: revisions.into_boxed_slice(),
+            kept,
+            others: Mutex::new(HashMap::new()),
             reads: AtomicU64::new(0),
         }
     }
@@ -392,30 +438,35 @@ impl<'s> ManifestCache<'s> {
     }
 
     /// The parsed manifest stored under `digest` in the blob store.
-    pub fn get(&self, digest: &Digest) -> Result<Arc<Manifest>, ManifestError> {
+    pub fn get(&self, digest: &Digest) -> Result<Parsed<'_>, ManifestError> {
         if !self.retain {
-            return self.load(digest);
+            return self.load(digest).map(|m| Parsed::Shared(Arc::new(m)));
+        }
+        if let Ok(i) = self.revisions.binary_search(digest) {
+            return match self.kept[i].get_or_init(|| self.load(digest)) {
+                Ok(m) => Ok(Parsed::Kept(m)),
+                Err(e) => Err(e.clone()),
+            };
         }
         let slot = {
-            let mut slots = self
-                .slots
+            let mut others = self
+                .others
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(slots.entry(*digest).or_default())
+            Arc::clone(others.entry(*digest).or_default())
         };
-        slot.get_or_init(|| self.load(digest)).clone()
+        let parsed = slot.get_or_init(|| self.load(digest).map(Arc::new));
+        parsed.clone().map(Parsed::Shared)
     }
 
-    fn load(&self, digest: &Digest) -> Result<Arc<Manifest>, ManifestError> {
+    fn load(&self, digest: &Digest) -> Result<Manifest, ManifestError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let bytes = self
             .storage
             .read(&layout::blob_data(digest), MAX_MANIFEST_BYTES)
             .map_err(|e| ManifestError::Unreadable(e.to_string()))?
             .ok_or(ManifestError::Missing)?;
-        Manifest::parse(&bytes)
-            .map(Arc::new)
-            .map_err(|e| ManifestError::Malformed(e.to_string()))
+        Manifest::parse(&bytes).map_err(|e| ManifestError::Malformed(e.to_string()))
     }
 }
 
@@ -436,6 +487,39 @@ mod tests {
                 "annotations":{"a":"b"}}]}"#;
         let m = Manifest::parse(image.as_bytes()).expect("parses");
         assert_eq!((m.blobs.len(), m.odd.len(), m.children.len()), (2, 0, 0));
+    }
+
+    #[test]
+    fn the_cache_reads_each_manifest_once_from_its_table_or_its_map() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = crate::FsStorage::new(dir.path());
+        let d = |n: u8| Digest::from_hex(&format!("{n:02x}").repeat(32)).expect("digest");
+        let put = |digest: &Digest, body: &str| {
+            let path = dir.path().join(layout::blob_data(digest));
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, body).expect("write");
+        };
+        let image = format!(r#"{{"config":{{"digest":"{}"}},"layers":[]}}"#, d(9));
+        put(&d(1), &image);
+        put(&d(2), &image);
+        put(&d(3), "not json");
+        // 1, 3 and 4 (no blob) are revisions, in any order and repeated; 2 and 5 are not.
+        let cache = ManifestCache::for_revisions(&storage, true, vec![d(3), d(1), d(4), d(1)]);
+        for _ in 0..2 {
+            let kept = cache.get(&d(1)).expect("parses");
+            assert!(matches!(kept, Parsed::Kept(_)) && kept.has_config());
+            let other = cache.get(&d(2)).expect("parses");
+            assert!(matches!(other, Parsed::Shared(_)) && *other == *kept);
+            assert!(matches!(cache.get(&d(3)), Err(ManifestError::Malformed(_))));
+            assert_eq!(cache.get(&d(4)).err(), Some(ManifestError::Missing));
+            assert_eq!(cache.get(&d(5)).err(), Some(ManifestError::Missing));
+        }
+        assert_eq!(cache.reads(), 5, "each once");
+        let single = ManifestCache::for_revisions(&storage, false, vec![d(1)]);
+        for _ in 0..2 {
+            assert!(single.get(&d(1)).expect("parses").has_config());
+        }
+        assert_eq!(single.reads(), 2, "nothing kept for a single reader");
     }
 
     #[test]

@@ -503,7 +503,8 @@ pub fn run_registry(
         .iter()
         .filter(|(r, _)| r.info.needs.contains(Needs::MANIFESTS))
         .count();
-    let manifests = ManifestCache::shared(storage, readers > 1);
+    let revisions = repos.iter().flat_map(|r| r.revisions.iter().copied());
+    let manifests = ManifestCache::for_revisions(storage, readers > 1, revisions.collect());
     let outputs: Vec<_> = enabled
         .par_iter()
         .map(|(reg, level)| {

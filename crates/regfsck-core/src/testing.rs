@@ -172,7 +172,11 @@ pub fn run_check(
 ) -> CheckOutput {
     let storage = tree.storage();
     let (inventory, problems) = scan::scan(registry, &storage, reg.info.needs);
-    let manifests = ManifestCache::new(&storage);
+    let revisions = inventory
+        .repositories
+        .iter()
+        .flat_map(|r| r.revisions.clone());
+    let manifests = ManifestCache::for_revisions(&storage, true, revisions.collect());
     let options = options.unwrap_or_else(|| CheckOptions::defaults(reg.info.options));
     let cx = CheckContext {
         registry,
