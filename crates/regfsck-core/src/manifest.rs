@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::{Digest, Storage, layout};
+use crate::{Digest, Inventory, Storage, layout};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -314,9 +314,17 @@ impl Raw {
             .map(|c| (Role::Config, c.digest))
             .into_iter()
             .chain(self.layers.into_iter().flatten().map(layer))
-            .chain((self.blobs.into_iter().flatten()).map(|b| (Role::ArtifactBlob, b.digest)))
             .chain(
-                (self.fs_layers.into_iter().flatten()).map(|l| (Role::Schema1Layer, l.blob_sum)),
+                self.blobs
+                    .into_iter()
+                    .flatten()
+                    .map(|b| (Role::ArtifactBlob, b.digest)),
+            )
+            .chain(
+                self.fs_layers
+                    .into_iter()
+                    .flatten()
+                    .map(|l| (Role::Schema1Layer, l.blob_sum)),
             );
         let (mut blobs, mut odd) = (Vec::new(), Vec::new());
         for (role, reference) in references {
@@ -407,6 +415,16 @@ impl<'s> ManifestCache<'s> {
     /// `retain`: keep parsed manifests (several checks read them) or not (one does).
     pub fn shared(storage: &'s dyn Storage, retain: bool) -> Self {
         Self::for_revisions(storage, retain, Vec::new())
+    }
+
+    /// As [`ManifestCache::shared`], with a table for the revisions of every repository of
+    /// `inventory`: the manifests the checks ask for.
+    pub fn for_inventory(storage: &'s dyn Storage, retain: bool, inventory: &Inventory) -> Self {
+        let revisions = inventory
+            .repositories
+            .iter()
+            .flat_map(|r| r.revisions.iter());
+        Self::for_revisions(storage, retain, revisions.copied().collect())
     }
 
     /// As [`ManifestCache::shared`], with a table for `revisions` (the digests the checks

@@ -503,8 +503,7 @@ pub fn run_registry(
         .iter()
         .filter(|(r, _)| r.info.needs.contains(Needs::MANIFESTS))
         .count();
-    let revisions = repos.iter().flat_map(|r| r.revisions.iter().copied());
-    let manifests = ManifestCache::for_revisions(storage, readers > 1, revisions.collect());
+    let manifests = ManifestCache::for_inventory(storage, readers > 1, &inventory);
     let outputs: Vec<_> = enabled
         .par_iter()
         .map(|(reg, level)| {

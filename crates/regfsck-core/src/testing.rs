@@ -172,11 +172,7 @@ pub fn run_check(
 ) -> CheckOutput {
     let storage = tree.storage();
     let (inventory, problems) = scan::scan(registry, &storage, reg.info.needs);
-    let revisions = inventory
-        .repositories
-        .iter()
-        .flat_map(|r| r.revisions.clone());
-    let manifests = ManifestCache::for_revisions(&storage, true, revisions.collect());
+    let manifests = ManifestCache::for_inventory(&storage, true, &inventory);
     let options = options.unwrap_or_else(|| CheckOptions::defaults(reg.info.options));
     let cx = CheckContext {
         registry,
