@@ -176,15 +176,21 @@ impl CheckContext<'_> {
         F: Fn(&Repository) -> CheckOutput + Sync + Send,
     {
         use rayon::prelude::*;
-        let outputs: Vec<CheckOutput> = self.inventory.repositories.par_iter().map(f).collect();
-        // Sized exactly: a registry may give 100,000s of findings.
+        /// A registry may give 100,000s of findings: merged a slice of repositories at a
+        /// time, only one slice's are held twice while they move into the output.
+        const SLICES: usize = 16;
+        let repositories = &self.inventory.repositories;
         let mut out = CheckOutput {
-            findings: Vec::with_capacity(outputs.iter().map(|o| o.findings.len()).sum()),
             counters: counters.iter().map(|c| (*c, 0)).collect(),
             ..CheckOutput::default()
         };
-        for o in outputs {
-            out.absorb(o);
+        for slice in repositories.chunks(repositories.len().div_ceil(SLICES).max(1)) {
+            let outputs: Vec<CheckOutput> = slice.par_iter().map(&f).collect();
+            out.findings
+                .reserve(outputs.iter().map(|o| o.findings.len()).sum());
+            for o in outputs {
+                out.absorb(o);
+            }
         }
         out
     }
@@ -358,4 +364,69 @@ macro_rules! declare_check {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(repositories: usize) -> CheckOutput {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = crate::FsStorage::new(dir.path());
+        let manifests = ManifestCache::new(&storage);
+        let options = CheckOptions::defaults(&[]);
+        let inventory = Inventory {
+            repositories: (0..repositories)
+                .map(|i| Repository {
+                    name: format!("r{i:03}"),
+                    ..Repository::default()
+                })
+                .collect(),
+            ..Inventory::default()
+        };
+        let cx = CheckContext {
+            registry: "reg",
+            storage: &storage,
+            inventory: &inventory,
+            manifests: &manifests,
+            options: &options,
+            evidence: false,
+        };
+        cx.each_repository(&["repositories", "never"], |repo| {
+            let i: usize = repo.name[1..].parse().expect("number");
+            let findings = (0..i % 3)
+                .map(|k| cx.finding("c", &repo.name, format!("{k}"), String::new()))
+                .collect();
+            CheckOutput {
+                findings,
+                counters: vec![
+                    ("repositories", 1),
+                    ("even", u64::from(i.is_multiple_of(2))),
+                ],
+                problems: Vec::new(),
+            }
+        })
+    }
+
+    #[test]
+    fn each_repository_merges_in_repository_order_and_adds_counters() {
+        // More repositories than slices, and not a multiple of them.
+        let out = merged(37);
+        let expected: Vec<(String, String)> = (0..37)
+            .flat_map(|i| (0..i % 3).map(move |k| (format!("r{i:03}"), k.to_string())))
+            .collect();
+        let got: Vec<(String, String)> = out
+            .findings
+            .iter()
+            .map(|f| (f.repository.clone(), f.path.clone()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(
+            out.counters,
+            vec![("repositories", 37), ("never", 0), ("even", 19)]
+        );
+        let none = merged(0);
+        assert!(none.findings.is_empty());
+        assert_eq!(none.counters, vec![("repositories", 0), ("never", 0)]);
+    }
 }
