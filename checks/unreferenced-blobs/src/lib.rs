@@ -1,8 +1,6 @@
 //! `unreferenced-blobs`: blobs that no manifest, index or link of any repository reaches,
 //! what a garbage collection would sweep, and the bytes that would free.
 
-use std::collections::HashSet;
-
 use rayon::prelude::*;
 use regfsck_core::manifest::{ManifestError, Parsed, Reference};
 use regfsck_core::scan::Repository;
@@ -29,7 +27,7 @@ impl Check for UnreferencedBlobs {
         let mut walk = Walk {
             cx,
             marks: vec![Mark::None; cx.inventory.blobs.len()],
-            visited: HashSet::new(),
+            expanded: vec![false; cx.inventory.blobs.len()],
             manifests: 0,
             problems: Vec::new(),
         };
@@ -138,31 +136,44 @@ struct Walk<'c, 'a> {
     cx: &'c CheckContext<'a>,
     /// One per `cx.inventory.blobs` entry.
     marks: Vec<Mark>,
-    /// Manifests already expanded (or found not to be readable).
-    visited: HashSet<Digest>,
+    /// One per `cx.inventory.blobs` entry: whether it was taken as a manifest to expand. A
+    /// flag per blob rather than a set of digests: a manifest that is not in the blob store
+    /// cannot be read anyway, and a set would cost some 70 bytes per manifest.
+    expanded: Vec<bool>,
     manifests: u64,
     problems: Vec<Problem>,
 }
 
 impl Walk<'_, '_> {
-    fn mark(&mut self, d: &Digest, how: Mark) {
-        if let Ok(i) = self
-            .cx
+    /// The index of `d` in `cx.inventory.blobs`.
+    fn blob(&self, d: &Digest) -> Option<usize> {
+        self.cx
             .inventory
             .blobs
             .binary_search_by(|b| b.digest.cmp(d))
-        {
+            .ok()
+    }
+
+    fn mark(&mut self, d: &Digest, how: Mark) {
+        if let Some(i) = self.blob(d) {
             self.marks[i] = self.marks[i].max(how);
         }
+    }
+
+    /// The blob index of `d` if it is in the blob store and not yet taken for expansion;
+    /// from then on it is taken.
+    fn take(&mut self, d: &Digest) -> Option<usize> {
+        let i = self.blob(d)?;
+        (!std::mem::replace(&mut self.expanded[i], true)).then_some(i)
     }
 
     /// Marks `roots` and everything their manifests reference, one level of indexes at a
     /// time, reading each level's manifests in parallel through the shared cache.
     fn traverse(&mut self, roots: impl Iterator<Item = Digest>, how: Mark) {
-        let mut frontier: Vec<Digest> = roots.filter(|d| self.visited.insert(*d)).collect();
+        let mut frontier: Vec<usize> = roots.filter_map(|d| self.take(&d)).collect();
         while !frontier.is_empty() {
-            for d in &frontier {
-                self.mark(d, how);
+            for &i in &frontier {
+                self.marks[i] = self.marks[i].max(how);
             }
             let mut next = Vec::new();
             // A level may be every revision of the registry: parse a batch at a time, so that
@@ -176,12 +187,14 @@ impl Walk<'_, '_> {
 
     /// Reads `batch`'s manifests in parallel, marks what they reference and queues their
     /// children in `next`.
-    fn expand(&mut self, batch: &[Digest], how: Mark, next: &mut Vec<Digest>) {
+    fn expand(&mut self, batch: &[usize], how: Mark, next: &mut Vec<usize>) {
         let cx = self.cx;
+        let blobs = &cx.inventory.blobs;
         let read: Vec<(Digest, Result<Parsed<'_>, ManifestError>)> = batch
             .par_iter()
-            .filter(|d| cx.inventory.has_blob_data(d))
-            .map(|d| (*d, cx.manifests.get(d)))
+            .map(|&i| &blobs[i])
+            .filter(|b| b.data.is_some_and(|m| m.kind == EntryKind::File))
+            .map(|b| (b.digest, cx.manifests.get(&b.digest)))
             .collect();
         for (d, manifest) in read {
             let manifest = match manifest {
@@ -205,10 +218,11 @@ impl Walk<'_, '_> {
                 }
             }
             for child in manifest.children() {
-                if let Some(cd) = self.reference(&d, &child.digest)
-                    && self.visited.insert(cd)
+                if let Some(i) = self
+                    .reference(&d, &child.digest)
+                    .and_then(|cd| self.take(&cd))
                 {
-                    next.push(cd);
+                    next.push(i);
                 }
             }
         }
