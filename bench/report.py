@@ -179,24 +179,28 @@ def check(expected_path, ref_path, a_path, b_path):
 # ---- tables ---------------------------------------------------------------------------------
 
 def table(tsv, md=False):
-    rows = defaultdict(list)  # (size, tool) -> [(elapsed, rss_kb, user, sys)]
+    rows = defaultdict(list)  # (size, tool) -> [(elapsed, rss_kb, user, sys, disk_gb)]
     links = {}
     order = []
     for line in open(tsv):
         if line.startswith("#") or not line.strip():
             continue
-        size, tool, lk, run, el, rss, us, sy = line.rstrip("\n").split("\t")
+        # Older files have no ninth column (512-byte blocks read from disk).
+        size, tool, lk, run, el, rss, us, sy, *blocks = line.rstrip("\n").split("\t")
         key = (int(size), tool)
         if key not in rows:
             order.append(key)
-        rows[key].append((float(el), int(rss), float(us), float(sy)))
+        disk = int(blocks[0]) * 512 / 1e9 if blocks and blocks[0] else None
+        rows[key].append((float(el), int(rss), float(us), float(sy), disk))
         links[key] = int(lk)
     med = {k: statistics.median(x[0] for x in v) for k, v in rows.items()}
     cpu = {k: statistics.median(x[2] + x[3] for x in v) for k, v in rows.items()}
     rss = {k: max(x[1] for x in v) / 1024 for k, v in rows.items()}
+    disk = {k: statistics.median(x[4] for x in v) if all(x[4] is not None for x in v) else None
+            for k, v in rows.items()}
     sizes = sorted({k[0] for k in rows})
     head = ["tree", "tool", "links", "runs", "median s", "min-max s", "cpu s", "peak RSS MiB",
-            "time / reference", "time / find"]
+            "disk GB", "time / reference", "time / find"]
     out = []
     for size in sizes:
         ref = med.get((size, "reference"))
@@ -206,7 +210,8 @@ def table(tsv, md=False):
             ratio = lambda base: "-" if not base else f"{med[key] / base:.3f}"  # noqa: E731
             out.append([f"{size:,}", key[1], f"{links[key]:,}", str(len(v)), f"{med[key]:.2f}",
                         f"{min(x[0] for x in v):.2f}-{max(x[0] for x in v):.2f}", f"{cpu[key]:.2f}",
-                        f"{rss[key]:.1f}", ratio(ref), ratio(fnd)])
+                        f"{rss[key]:.1f}", "-" if disk[key] is None else f"{disk[key]:.2f}",
+                        ratio(ref), ratio(fnd)])
     if md:
         print("| " + " | ".join(head) + " |")
         print("|" + "|".join("---" for _ in head) + "|")

@@ -21,7 +21,8 @@
 #      regfsck-c   as (b), but orphan-index-children only on private, as an operator runs it
 #                  (pull-through caches hold partial indexes legitimately; on them (b) reports
 #                  ~15% of the links as orphaned children)
-#    with /usr/bin/time -f '%e %M %U %S'; prints medians, peak RSS, ratios and the targets;
+#    with /usr/bin/time -f '%e %M %U %S %I'; prints medians, peak RSS, the data read from
+#    disk (%I: the page cache did not hold it), ratios and the targets;
 # 4. strace -f -c of regfsck (a), (b), find and the reference on the smallest tree
 #    (syscalls per link);
 # 5. bench/hash.sh (sha256sum vs corrupt-blobs), unless HASH=0.
@@ -186,7 +187,7 @@ for N in $SIZES; do
             for wait in $(seq 1 60); do
                 [ "$COLD" = 1 ] && { sync; echo 3 > /proc/sys/vm/drop_caches; }
                 rc=0
-                /usr/bin/time -f '%e %M %U %S' -o "$OUT/time.tmp" \
+                /usr/bin/time -f '%e %M %U %S %I' -o "$OUT/time.tmp" \
                     bash -c "$(cmd_for "$DATA" "$tool")" > /dev/null 2> "$OUT/$tool-$N.timed.err" || rc=$?
                 [ "$rc" = 4 ] || break
                 echo "  $tool: another regfsck run holds the tree's lock (someone else is using it); waiting 30 s"
@@ -196,9 +197,10 @@ for N in $SIZES; do
                 regfsck-?:[013] | *:0) ;;
                 *) die "$tool exited with $rc during a timed run" ;;
             esac
-            read -r el rss us sy < <(grep -E '^[0-9.]+ [0-9]+ ' "$OUT/time.tmp" | tail -1)
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$N" "$tool" "$links" "$r" "$el" "$rss" "$us" "$sy" >> "$TSV"
-            printf '  %-11s %8.2f s %8.1f MiB\n' "$tool" "$el" "$(awk -v r="$rss" 'BEGIN {print r / 1024}')"
+            read -r el rss us sy inblocks < <(grep -E '^[0-9.]+ [0-9]+ ' "$OUT/time.tmp" | tail -1)
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$N" "$tool" "$links" "$r" "$el" "$rss" "$us" "$sy" "$inblocks" >> "$TSV"
+            printf '  %-11s %8.2f s %8.1f MiB %7.2f GB read from disk\n' "$tool" "$el" \
+                "$(awk -v r="$rss" 'BEGIN {print r / 1024}')" "$(awk -v b="$inblocks" 'BEGIN {print b * 512 / 1e9}')"
         done
     done
     echo "load average after: $(load)"
