@@ -4,7 +4,6 @@
 use rayon::prelude::*;
 use regfsck_core::manifest::{ManifestError, Parsed, Reference};
 use regfsck_core::scan::Repository;
-use regfsck_core::storage::EntryKind;
 use regfsck_core::{Check, CheckContext, CheckOutput, Digest, Problem, StorageError, layout};
 
 pub const ID: &str = "unreferenced-blobs";
@@ -69,7 +68,7 @@ impl Check for UnreferencedBlobs {
         let (mut checked, mut unreferenced_bytes) = (0u64, 0u64);
         let (mut link_only, mut link_only_bytes) = (0u64, 0u64);
         for (blob, mark) in cx.inventory.blobs.iter().zip(&walk.marks) {
-            let Some(meta) = blob.data.filter(|m| m.kind == EntryKind::File) else {
+            let Some(meta) = blob.data_file() else {
                 continue; // nothing GC would free; other checks look at odd data files
             };
             checked += 1;
@@ -193,7 +192,7 @@ impl Walk<'_, '_> {
         let read: Vec<(Digest, Result<Parsed<'_>, ManifestError>)> = batch
             .par_iter()
             .map(|&i| &blobs[i])
-            .filter(|b| b.data.is_some_and(|m| m.kind == EntryKind::File))
+            .filter(|b| b.data_file().is_some())
             .map(|b| (b.digest, cx.manifests.get(&b.digest)))
             .collect();
         for (d, manifest) in read {

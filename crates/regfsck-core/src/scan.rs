@@ -33,9 +33,7 @@ impl Inventory {
 
     /// Whether `blobs/sha256/<xx>/<d>/data` exists as a regular file.
     pub fn has_blob_data(&self, d: &Digest) -> bool {
-        self.blob(d)
-            .and_then(|b| b.data)
-            .is_some_and(|m| m.kind == EntryKind::File)
+        self.blob(d).is_some_and(|b| b.data_file().is_some())
     }
 
     pub fn repository(&self, name: &str) -> Option<&Repository> {

@@ -87,6 +87,13 @@ pub struct BlobEntry {
     pub data: Option<FileMeta>,
 }
 
+impl BlobEntry {
+    /// The `data` file's metadata when it is a regular file: the blob's content exists.
+    pub fn data_file(&self) -> Option<FileMeta> {
+        self.data.filter(|m| m.kind == EntryKind::File)
+    }
+}
+
 /// What a blob listing found, including names that are not blob directories.
 #[derive(Debug, Default)]
 pub struct BlobListing {
