@@ -420,6 +420,9 @@ impl<'s> ManifestCache<'s> {
     /// As [`ManifestCache::shared`], with a table for the revisions of every repository of
     /// `inventory`: the manifests the checks ask for.
     pub fn for_inventory(storage: &'s dyn Storage, retain: bool, inventory: &Inventory) -> Self {
+        if !retain {
+            return Self::shared(storage, false); // no table: nothing is kept
+        }
         let revisions = inventory
             .repositories
             .iter()
