@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use std::borrow::Cow;
 
@@ -169,7 +169,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Child {
     pub digest: Reference,
-    pub platform: Option<Box<Platform>>,
+    pub platform: Option<Arc<Platform>>,
 }
 
 impl Child {
@@ -277,7 +277,7 @@ struct RawDescriptor {
     media_type: Option<Name>,
     digest: Reference,
     #[serde(default, deserialize_with = "opt_platform")]
-    platform: Option<Box<Platform>>,
+    platform: Option<Arc<Platform>>,
 }
 
 #[derive(Deserialize)]
@@ -286,8 +286,44 @@ struct FsLayer {
     blob_sum: Reference,
 }
 
-fn opt_platform<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Platform>>, D::Error> {
-    Ok(Option::<Platform>::deserialize(d)?.map(Box::new))
+/// The platforms nearly every index names, each allocated once for the whole run: a
+/// registry's indexes list 100,000s of children, a handful of platforms between them.
+static COMMON_PLATFORMS: LazyLock<Box<[Arc<Platform>]>> = LazyLock::new(|| {
+    const COMMON: &[(&str, &str, Option<&str>)] = &[
+        ("linux", "amd64", None),
+        ("linux", "arm64", None),
+        ("linux", "arm64", Some("v8")),
+        ("linux", "arm", Some("v5")),
+        ("linux", "arm", Some("v6")),
+        ("linux", "arm", Some("v7")),
+        ("linux", "386", None),
+        ("linux", "ppc64le", None),
+        ("linux", "s390x", None),
+        ("linux", "riscv64", None),
+        ("linux", "mips64le", None),
+        ("windows", "amd64", None),
+        // Attestation manifests (buildkit's provenance and SBOMs).
+        ("unknown", "unknown", None),
+    ];
+    COMMON
+        .iter()
+        .map(|(os, arch, variant)| {
+            Arc::new(Platform {
+                os: Some(name((*os).to_string())),
+                architecture: Some(name((*arch).to_string())),
+                variant: variant.map(|v| name(v.to_string())),
+            })
+        })
+        .collect()
+});
+
+fn opt_platform<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<Platform>>, D::Error> {
+    Ok(Option::<Platform>::deserialize(d)?.map(|p| {
+        COMMON_PLATFORMS
+            .iter()
+            .find(|c| ***c == p)
+            .map_or_else(|| Arc::new(p), Arc::clone)
+    }))
 }
 
 impl Raw {
@@ -570,6 +606,31 @@ mod tests {
                 .children()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn common_platforms_are_shared_and_others_kept_as_written() {
+        let index = |platforms: &str| {
+            let json = format!(r#"{{"manifests":[{platforms}]}}"#);
+            Manifest::parse(json.as_bytes()).expect("parses")
+        };
+        let child = |p: &str| format!(r#"{{"digest":"sha256:00","platform":{p}}}"#);
+        let amd64 = child(r#"{"os":"linux","architecture":"amd64"}"#);
+        let riscv = child(r#"{"os":"linux","architecture":"riscv32","variant":"rv32gc"}"#);
+        let (a, b) = (index(&amd64), index(&format!("{riscv},{amd64}")));
+        let platform = |m: &Manifest, i: usize| {
+            let p: &Option<Arc<Platform>> = &m.children()[i].platform;
+            p.clone().expect("platform")
+        };
+        assert!(Arc::ptr_eq(&platform(&a, 0), &platform(&b, 1)));
+        assert_eq!(platform(&b, 1).to_string(), "linux/amd64");
+        assert_eq!(platform(&b, 0).to_string(), "linux/riscv32/rv32gc");
+        // A variant makes another platform, not the common one without it.
+        let v8 = index(&child(
+            r#"{"os":"linux","architecture":"amd64","variant":"v8"}"#,
+        ));
+        assert_eq!(platform(&v8, 0).to_string(), "linux/amd64/v8");
+        assert!(!Arc::ptr_eq(&platform(&v8, 0), &platform(&a, 0)));
     }
 
     #[test]
