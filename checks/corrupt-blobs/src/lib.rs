@@ -354,7 +354,7 @@ mod tests {
             .expect("mismatch finding");
         let actual = digest_of(b"bit rot vict1m");
         assert_eq!(bad.path, layout::blob_data(&layers[1]));
-        assert_eq!(bad.repository, "");
+        assert_eq!(&*bad.repository, "");
         assert_eq!(bad.details["actual"], actual.to_string());
         assert_eq!(bad.details["size"], 14);
         assert_eq!(

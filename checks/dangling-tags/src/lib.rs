@@ -338,8 +338,8 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         let f = &out.findings[0];
         assert_eq!(f.check, ID);
-        assert_eq!(f.registry, "private");
-        assert_eq!(f.repository, repo);
+        assert_eq!(&*f.registry, "private");
+        assert_eq!(&*f.repository, repo);
         assert_eq!(f.digest, Some(m));
         assert_eq!(f.path, layout::revision_link(repo, &m));
         assert_eq!(

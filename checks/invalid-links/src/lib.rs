@@ -533,7 +533,7 @@ mod tests {
         assert!(out.problems.is_empty(), "{:?}", out.problems);
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         let f = &out.findings[0];
-        assert_eq!(f.repository, "app");
+        assert_eq!(&*f.repository, "app");
         assert_eq!(f.digest, Some(d));
         assert_eq!(
             f.message,

@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         let f = &out.findings[0];
         assert_eq!(f.check, ID);
-        assert_eq!(f.repository, repo);
+        assert_eq!(&*f.repository, repo);
         assert_eq!(f.digest, Some(arm_layers[1]));
         assert_eq!(f.path, layout::blob_data(&arm_layers[1]));
         assert_eq!(

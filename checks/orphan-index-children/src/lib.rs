@@ -139,7 +139,7 @@ mod tests {
             .map(|f| {
                 let s = |k: &str| f.details[k].as_str().unwrap_or("null").to_string();
                 (
-                    f.repository.clone(),
+                    f.repository.to_string(),
                     f.digest.expect("digest"),
                     s("platform"),
                     s("child_blob"),
@@ -176,7 +176,7 @@ mod tests {
             let manifests = out
                 .findings
                 .iter()
-                .find(|f| f.repository == repo)
+                .find(|f| &*f.repository == repo)
                 .and_then(|f| f.digest);
             manifests.expect("finding")
         };

@@ -136,7 +136,7 @@ mod tests {
         let mut got: Vec<(String, Digest)> = out
             .findings
             .iter()
-            .map(|f| (f.repository.clone(), f.digest.expect("digest")))
+            .map(|f| (f.repository.to_string(), f.digest.expect("digest")))
             .collect();
         got.sort();
         let mut want = vec![
@@ -154,7 +154,7 @@ mod tests {
             layout::layer_link_dir(&f.repository, &f.digest.expect("digest"))
         );
         assert!(
-            matches!(&f.fix, Some(FixPlan { action: FixAction::RemoveDir { path }, .. }) if *path == f.path)
+            matches!(f.fix.as_deref(), Some(FixPlan { action: FixAction::RemoveDir { path }, .. }) if *path == f.path)
         );
     }
 

@@ -364,7 +364,7 @@ mod tests {
             .iter()
             .map(|f| {
                 let id = f.details["upload"].as_str().expect("upload").to_string();
-                (f.repository.clone(), id)
+                (f.repository.to_string(), id)
             })
             .collect();
         v.sort();
@@ -399,7 +399,7 @@ mod tests {
         let f = out
             .findings
             .iter()
-            .find(|f| f.repository == "team/app")
+            .find(|f| &*f.repository == "team/app")
             .expect("finding");
         assert_eq!(f.path, upload_dir("team/app", OLD));
         assert_eq!(f.digest, None);
@@ -413,8 +413,8 @@ mod tests {
         assert_eq!(f.details["max_age_seconds"], 168 * 3600);
         assert!(!f.details.contains_key("startedat_problem"));
         assert_eq!(
-            f.fix,
-            Some(FixPlan {
+            f.fix.as_deref(),
+            Some(&FixPlan {
                 action: FixAction::RemoveDir {
                     path: upload_dir("team/app", OLD)
                 },

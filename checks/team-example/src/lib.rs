@@ -70,7 +70,7 @@ mod tests {
         tree.image("team/old", &[b"b"]);
         let reg = check::find(ID).expect("registered");
         let out = run_check(reg, "private", &tree, None);
-        let repos: Vec<&str> = out.findings.iter().map(|f| f.repository.as_str()).collect();
+        let repos: Vec<&str> = out.findings.iter().map(|f| &*f.repository).collect();
         assert_eq!(repos, ["team/old"]);
 
         let mut opts = CheckOptions::defaults(reg.info.options);

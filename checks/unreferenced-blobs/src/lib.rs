@@ -342,7 +342,7 @@ mod tests {
             .find(|f| f.digest == Some(stray))
             .expect("finding");
         assert_eq!(f.path, layout::blob_dir(&stray));
-        assert_eq!(f.repository, "");
+        assert_eq!(&*f.repository, "");
         assert_eq!(
             f.message,
             "blob referenced by no manifest, index or link (30 bytes)"

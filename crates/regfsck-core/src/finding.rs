@@ -1,7 +1,10 @@
 //! Findings and problems: plain data that checks return and reporters render.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::thread::LocalKey;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -23,9 +26,10 @@ pub struct Finding(Box<FindingFields>);
 #[derive(Debug, Clone, Serialize)]
 pub struct FindingFields {
     pub check: &'static str,
-    pub registry: String,
-    /// The repository, `""` for registry-wide findings.
-    pub repository: String,
+    /// Shared with the other findings of the registry (see [`Finding::new`]).
+    pub registry: Arc<str>,
+    /// The repository, `""` for registry-wide findings; shared as the registry.
+    pub repository: Arc<str>,
     pub digest: Option<Digest>,
     /// Registry-relative path the finding is about (what a fix would remove, or what is
     /// missing).
@@ -36,9 +40,10 @@ pub struct FindingFields {
     /// The paths that prove the finding, for `--explain`.
     #[serde(skip)]
     pub evidence: Vec<Evidence>,
-    /// What `fix` would do, if the check can repair this finding.
+    /// What `fix` would do, if the check can repair this finding (boxed: most findings have
+    /// none).
     #[serde(skip)]
-    pub fix: Option<FixPlan>,
+    pub fix: Option<Box<FixPlan>>,
     /// False when nobody will show the evidence (no `--explain`): then it is not kept.
     #[serde(skip)]
     keep_evidence: bool,
@@ -78,7 +83,12 @@ impl Details {
     pub fn insert(&mut self, key: &'static str, value: Value) {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
-            None => self.0.push((key, value)),
+            None => {
+                // A finding has a handful of details: grown one at a time, the vector holds
+                // no unused slots (pushing alone would reserve four at the first).
+                self.0.reserve_exact(1);
+                self.0.push((key, value));
+            }
         }
     }
 
@@ -182,18 +192,38 @@ where
     }
 }
 
+thread_local! {
+    static REGISTRY: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+    static REPOSITORY: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// `name`, as the last finding made on this thread held it when it is the same name. A
+/// check makes its findings a repository at a time on one thread, 100,000s in a large
+/// registry: so they share one copy of their registry's and repository's names.
+fn shared(last: &'static LocalKey<RefCell<Option<Arc<str>>>>, name: &str) -> Arc<str> {
+    last.with_borrow_mut(|last| match last {
+        Some(known) if **known == *name => Arc::clone(known),
+        _ => Arc::clone(last.insert(Arc::from(name))),
+    })
+}
+
 impl Finding {
+    /// A finding of `check` about `path`. Findings made one after another on a thread share
+    /// their registry's and repository's names.
     pub fn new(
         check: &'static str,
         registry: &str,
         repository: &str,
-        path: String,
-        message: String,
+        mut path: String,
+        mut message: String,
     ) -> Self {
+        // Kept as long as the run: without the room `format!` left for growth.
+        path.shrink_to_fit();
+        message.shrink_to_fit();
         Self(Box::new(FindingFields {
             check,
-            registry: registry.to_string(),
-            repository: repository.to_string(),
+            registry: shared(&REGISTRY, registry),
+            repository: shared(&REPOSITORY, repository),
             digest: None,
             path,
             message,
@@ -240,16 +270,16 @@ impl Finding {
     }
 
     pub fn fix(mut self, plan: FixPlan) -> Self {
-        self.fix = Some(plan);
+        self.fix = Some(Box::new(plan));
         self
     }
 
     /// The order in which findings are reported, so two runs diff cleanly.
     pub fn sort_key(&self) -> (&str, &str, &str, Option<Digest>, &str) {
         (
-            &self.registry,
+            &*self.registry,
             self.check,
-            &self.repository,
+            &*self.repository,
             self.digest,
             &self.path,
         )
@@ -272,6 +302,21 @@ mod tests {
         );
         assert_eq!(f.details["zeta"], 2);
         assert_eq!(f.details["missing"], Value::Null);
+    }
+
+    #[test]
+    fn findings_made_in_a_row_share_their_names() {
+        let f = |repo: &str| Finding::new("c", "reg", repo, "p".into(), "m".into());
+        let (a, b, c) = (f("team/app"), f("team/app"), f("team/db"));
+        assert!(Arc::ptr_eq(&a.repository, &b.repository));
+        assert!(Arc::ptr_eq(&a.registry, &c.registry));
+        assert_eq!((&*c.registry, &*c.repository), ("reg", "team/db"));
+        assert!(!Arc::ptr_eq(&a.repository, &c.repository));
+        // Another name on another thread is its own.
+        let other = std::thread::spawn(move || f("team/app"))
+            .join()
+            .expect("thread");
+        assert_eq!(&*other.repository, "team/app");
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub fn render_outcome(root: &Path, o: &Outcome) -> String {
         _ => Severity::Warning,
     };
     let repo = if f.repository.is_empty() {
-        f.registry.clone()
+        f.registry.to_string()
     } else {
         format!("{}/{}", f.registry, f.repository)
     };
