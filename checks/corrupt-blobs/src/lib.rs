@@ -236,7 +236,7 @@ fn mismatch_finding(cx: &CheckContext<'_>, d: &Digest, actual: &Digest, size: u6
     )
     .digest(*d)
     .detail("reason", "digest_mismatch")
-    .detail("actual", actual.to_string())
+    .detail("actual", *actual)
     .detail("size", size)
     .evidence(path, true, format!("{size} bytes hashing to {actual}"))
 }

@@ -337,7 +337,7 @@ fn finding(
         f = f.detail("content", shown.clone());
     }
     if let Some(named) = why.names() {
-        f = f.detail("names", named.to_string());
+        f = f.detail("names", named);
         if link.expected.is_some_and(|e| e != named) {
             f = f.evidence(
                 layout::blob_data(&named),

@@ -99,7 +99,7 @@ fn check_repository(cx: &CheckContext<'_>, repo: &Repository) -> CheckOutput {
                             ),
                         )
                         .digest(cd)
-                        .detail("index", index_digest.to_string())
+                        .detail("index", *index_digest)
                         .detail("platform", platform)
                         .detail("child_blob", state)
                         .evidence(

@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use regfsck_core::layout::{self, Removable};
 use regfsck_core::storage::EntryKind;
 use regfsck_core::{
-    Applicability, Check, CheckContext, CheckOutput, Finding, FixAction, FixPlan, OptionKind,
-    OptionSpec, Recheck, Storage, StorageError,
+    Applicability, Check, CheckContext, CheckOutput, DetailValue, Finding, FixAction, FixPlan,
+    OptionKind, OptionSpec, Recheck, Storage, StorageError,
 };
 
 pub const ID: &str = "stale-uploads";
@@ -48,7 +48,7 @@ impl Check for StaleUploads {
         let Some(max_age) = finding
             .details
             .get("max_age_seconds")
-            .and_then(serde_json::Value::as_u64)
+            .and_then(DetailValue::as_u64)
             .map(Duration::from_secs)
         else {
             return Ok(Recheck::GONE);
@@ -105,7 +105,7 @@ fn run_at(cx: &CheckContext<'_>, max_age: Duration, now: SystemTime) -> CheckOut
     let bytes = out
         .findings
         .iter()
-        .filter_map(|f| f.details.get("size").and_then(serde_json::Value::as_u64))
+        .filter_map(|f| f.details.get("size").and_then(DetailValue::as_u64))
         .sum();
     out.counters = vec![
         ("uploads_checked", uploads.len() as u64),
@@ -152,7 +152,7 @@ fn inspect(
                 ),
             },
         )
-        .detail("upload", id)
+        .detail("upload", id.to_string())
         .detail("started_at", since.clone())
         .detail(
             "started_from",

@@ -76,11 +76,109 @@ pub struct Evidence {
 /// (a map costs a B-tree node of eleven slots per finding, and a run may hold 100,000s of
 /// findings); serialized as a JSON object with sorted keys.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Details(Vec<(&'static str, Value)>);
+pub struct Details(Vec<(&'static str, DetailValue)>);
+
+/// The value of one detail: JSON, but for the two kinds of value findings repeat most,
+/// which are held without an allocation of their own: a fixed word of the check
+/// (`"missing"`; every `&'static str`) and a digest (32 bytes, shown as `sha256:<hex>`,
+/// where the text takes an 80-byte allocation).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DetailValue {
+    Word(&'static str),
+    Digest(Digest),
+    Json(Value),
+}
+
+impl DetailValue {
+    /// As JSON, as it is serialized.
+    pub fn to_json(&self) -> Value {
+        match self {
+            DetailValue::Word(w) => Value::from(*w),
+            DetailValue::Digest(d) => Value::from(d.to_string()),
+            DetailValue::Json(v) => v.clone(),
+        }
+    }
+
+    /// The text of a word or a JSON string (not of a digest: [`DetailValue::to_json`]).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            DetailValue::Word(w) => Some(w),
+            DetailValue::Json(v) => v.as_str(),
+            DetailValue::Digest(_) => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            DetailValue::Json(v) => v.as_u64(),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for DetailValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DetailValue::Word(w) => serializer.serialize_str(w),
+            DetailValue::Digest(d) => d.serialize(serializer),
+            DetailValue::Json(v) => v.serialize(serializer),
+        }
+    }
+}
+
+impl From<&'static str> for DetailValue {
+    fn from(w: &'static str) -> Self {
+        DetailValue::Word(w)
+    }
+}
+
+impl From<Digest> for DetailValue {
+    fn from(d: Digest) -> Self {
+        DetailValue::Digest(d)
+    }
+}
+
+impl<T: Into<DetailValue>> From<Option<T>> for DetailValue {
+    /// `null` when there is none.
+    fn from(v: Option<T>) -> Self {
+        v.map_or(DetailValue::Json(Value::Null), Into::into)
+    }
+}
+
+/// Values that go in as JSON.
+macro_rules! json_detail {
+    ($($t:ty),*) => {$(
+        impl From<$t> for DetailValue {
+            fn from(v: $t) -> Self {
+                DetailValue::Json(Value::from(v))
+            }
+        }
+    )*};
+}
+json_detail!(String, bool, u64, i64, u32, i32, usize, Value);
+
+impl<T: Into<Value>> From<Vec<T>> for DetailValue {
+    fn from(v: Vec<T>) -> Self {
+        DetailValue::Json(Value::from(v))
+    }
+}
+
+/// Compared as JSON: `details["size"] == 12`, `details["tags"] == json!(["a"])`.
+macro_rules! json_eq {
+    ($($t:ty),*) => {$(
+        impl PartialEq<$t> for DetailValue {
+            fn eq(&self, other: &$t) -> bool {
+                self.to_json() == *other
+            }
+        }
+    )*};
+}
+json_eq!(Value, &str, str, String, bool, u64, i64, i32, usize);
 
 impl Details {
     /// Sets `key`, replacing an earlier value.
-    pub fn insert(&mut self, key: &'static str, value: Value) {
+    pub fn insert(&mut self, key: &'static str, value: impl Into<DetailValue>) {
+        let value = value.into();
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
             None => {
@@ -92,7 +190,7 @@ impl Details {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&DetailValue> {
         self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
@@ -100,7 +198,7 @@ impl Details {
         self.get(key).is_some()
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
+    pub fn remove(&mut self, key: &str) -> Option<DetailValue> {
         let i = self.0.iter().position(|(k, _)| *k == key)?;
         Some(self.0.remove(i).1)
     }
@@ -109,11 +207,11 @@ impl Details {
     pub fn to_map(&self) -> serde_json::Map<String, Value> {
         self.0
             .iter()
-            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .map(|(k, v)| ((*k).to_string(), v.to_json()))
             .collect()
     }
 
-    fn sorted(&self) -> Vec<&(&'static str, Value)> {
+    fn sorted(&self) -> Vec<&(&'static str, DetailValue)> {
         let mut fields: Vec<_> = self.0.iter().collect();
         fields.sort_by_key(|(k, _)| *k);
         fields
@@ -121,11 +219,11 @@ impl Details {
 }
 
 impl std::ops::Index<&str> for Details {
-    type Output = Value;
+    type Output = DetailValue;
 
     /// The value under `key`, `null` when there is none (as indexing a JSON value).
-    fn index(&self, key: &str) -> &Value {
-        static NULL: Value = Value::Null;
+    fn index(&self, key: &str) -> &DetailValue {
+        static NULL: DetailValue = DetailValue::Json(Value::Null);
         self.get(key).unwrap_or(&NULL)
     }
 }
@@ -247,8 +345,8 @@ impl Finding {
         self
     }
 
-    pub fn detail(mut self, key: &'static str, value: impl Into<Value>) -> Self {
-        self.details.insert(key, value.into());
+    pub fn detail(mut self, key: &'static str, value: impl Into<DetailValue>) -> Self {
+        self.details.insert(key, value);
         self
     }
 
@@ -292,16 +390,27 @@ mod tests {
 
     #[test]
     fn details_serialize_as_a_sorted_object() {
+        let d = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest");
         let f = Finding::new("c", "r", "repo", "p".into(), "m".into())
             .detail("zeta", 1)
             .detail("alpha", "a")
+            .detail("digest", d)
+            .detail("none", None::<String>)
+            .detail("list", vec!["x".to_string()])
             .detail("zeta", 2);
         assert_eq!(
             serde_json::to_string(&f.details).expect("json"),
-            r#"{"alpha":"a","zeta":2}"#
+            format!(r#"{{"alpha":"a","digest":"{d}","list":["x"],"none":null,"zeta":2}}"#)
         );
+        // Words and digests take no allocation of their own, and read back as JSON.
+        assert_eq!(f.details["alpha"], DetailValue::Word("a"));
+        assert_eq!(f.details["digest"], DetailValue::Digest(d));
+        assert_eq!(f.details["digest"], d.to_string());
+        assert_eq!(f.details["alpha"].as_str(), Some("a"));
         assert_eq!(f.details["zeta"], 2);
+        assert_eq!(f.details["zeta"].as_u64(), Some(2));
         assert_eq!(f.details["missing"], Value::Null);
+        assert_eq!(f.details.to_map()["digest"], Value::from(d.to_string()));
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub mod testing;
 pub use check::{Check, CheckContext, CheckInfo, CheckOutput, Level, Needs, Recheck, Registration};
 pub use digest::Digest;
 pub use finding::{
-    Applicability, Details, Evidence, Finding, FindingFields, FixAction, FixPlan, Problem,
+    Applicability, DetailValue, Details, Evidence, Finding, FindingFields, FixAction, FixPlan,
+    Problem,
 };
 pub use manifest::{Manifest, ManifestCache};
 pub use options::{CheckOptions, OptionKind, OptionSpec, OptionValue};
