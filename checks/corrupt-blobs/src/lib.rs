@@ -353,12 +353,12 @@ mod tests {
             .find(|f| f.digest == Some(layers[1]))
             .expect("mismatch finding");
         let actual = digest_of(b"bit rot vict1m");
-        assert_eq!(bad.path, layout::blob_data(&layers[1]));
+        assert_eq!(*bad.path, layout::blob_data(&layers[1]));
         assert_eq!(&*bad.repository, "");
         assert_eq!(bad.details["actual"], actual.to_string());
         assert_eq!(bad.details["size"], 14);
         assert_eq!(
-            bad.message,
+            *bad.message,
             format!("blob data hashes to {}, not to its digest", actual.short())
         );
         assert!(bad.fix.is_none());
@@ -367,7 +367,7 @@ mod tests {
             .iter()
             .find(|f| f.digest == Some(config))
             .expect("empty finding");
-        assert_eq!(empty.message, "blob data is empty");
+        assert_eq!(&*empty.message, "blob data is empty");
         assert_eq!(counter(&out, "corrupt"), 2);
         // The empty blob is judged from the listing: it is checked but never read.
         assert_eq!(counter(&out, "blobs_checked"), 4);

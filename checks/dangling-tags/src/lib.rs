@@ -341,9 +341,9 @@ mod tests {
         assert_eq!(&*f.registry, "private");
         assert_eq!(&*f.repository, repo);
         assert_eq!(f.digest, Some(m));
-        assert_eq!(f.path, layout::revision_link(repo, &m));
+        assert_eq!(*f.path, layout::revision_link(repo, &m));
         assert_eq!(
-            f.message,
+            *f.message,
             format!(
                 "tags team/app/api:1.1, team/app/api:latest point at manifest {} whose revision link is missing",
                 m.short()
@@ -381,9 +381,9 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         let f = &out.findings[0];
         assert_eq!(f.digest, Some(m));
-        assert_eq!(f.path, layout::blob_data(&m));
+        assert_eq!(*f.path, layout::blob_data(&m));
         assert_eq!(
-            f.message,
+            *f.message,
             format!(
                 "tag app:1.1 points at manifest {} whose blob data is missing",
                 m.short()
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         let f = &out.findings[0];
         assert_eq!(f.digest, Some(ghost));
-        assert_eq!(f.path, layout::revision_link("app", &ghost));
+        assert_eq!(*f.path, layout::revision_link("app", &ghost));
         assert_eq!(
             details(f),
             json!({"tags": ["ghost"], "link": "current", "revision_link": "missing", "blob_data": "missing"})
@@ -460,7 +460,7 @@ mod tests {
         let got: Vec<(Option<Digest>, String, serde_json::Value)> = out
             .findings
             .iter()
-            .map(|f| (f.digest, f.path.clone(), details(f)))
+            .map(|f| (f.digest, f.path.to_string(), details(f)))
             .collect();
         assert_eq!(
             got,
@@ -488,10 +488,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            out.findings[0].message,
+            &*out.findings[0].message,
             "tag app:empty has an unparseable current link: link file is empty"
         );
-        assert_eq!(out.findings[3].message, "tag app:none has no current link");
+        assert_eq!(
+            &*out.findings[3].message,
+            "tag app:none has no current link"
+        );
         assert_eq!(out.counters[0], ("tags_checked", 5));
         assert_eq!(out.counters[2], ("dangling_tags", 4));
     }
@@ -529,9 +532,9 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         let f = &out.findings[0];
         assert_eq!(f.digest, Some(old));
-        assert_eq!(f.path, layout::revision_link("app", &old));
+        assert_eq!(*f.path, layout::revision_link("app", &old));
         assert_eq!(
-            f.message,
+            *f.message,
             format!(
                 "history of app:latest, app:stable names manifest {} whose revision link and blob data are missing",
                 old.short()

@@ -454,7 +454,14 @@ mod tests {
         let mut got: Vec<(String, Option<Digest>, serde_json::Value, String)> = out
             .findings
             .iter()
-            .map(|f| (f.path.clone(), f.digest, details(f), f.message.clone()))
+            .map(|f| {
+                (
+                    f.path.to_string(),
+                    f.digest,
+                    details(f),
+                    f.message.to_string(),
+                )
+            })
             .collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         // `latest`'s current link ends with a newline, so Distribution cannot resolve it:
@@ -536,7 +543,7 @@ mod tests {
         assert_eq!(&*f.repository, "app");
         assert_eq!(f.digest, Some(d));
         assert_eq!(
-            f.message,
+            &*f.message,
             "layer link does not hold a sha256 digest: \"garbage\""
         );
         assert_eq!(f.details["tags"], json!([]));

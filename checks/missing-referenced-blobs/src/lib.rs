@@ -461,9 +461,9 @@ mod tests {
         assert_eq!(f.check, ID);
         assert_eq!(&*f.repository, repo);
         assert_eq!(f.digest, Some(arm_layers[1]));
-        assert_eq!(f.path, layout::blob_data(&arm_layers[1]));
+        assert_eq!(*f.path, layout::blob_data(&arm_layers[1]));
         assert_eq!(
-            f.message,
+            *f.message,
             format!(
                 "layer {} of team/app/api:1.1, team/app/api:latest (linux/arm64) has no blob data",
                 arm_layers[1].short()
@@ -497,7 +497,7 @@ mod tests {
         let mut got: Vec<(Digest, String, serde_json::Value)> = out
             .findings
             .iter()
-            .map(|f| (f.digest.expect("digest"), f.path.clone(), details(f)))
+            .map(|f| (f.digest.expect("digest"), f.path.to_string(), details(f)))
             .collect();
         got.sort_by_key(|g| g.0);
         let mut want = vec![
@@ -520,7 +520,7 @@ mod tests {
             .find(|f| f.digest == Some(config))
             .expect("config finding");
         assert_eq!(
-            config_finding.message,
+            *config_finding.message,
             format!(
                 "config {} of app:1.1 has neither blob data nor a layer link in app",
                 config.short()
@@ -581,13 +581,13 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         let f = &out.findings[0];
         assert_eq!(f.digest, Some(child));
-        assert_eq!(f.path, layout::blob_data(&child));
+        assert_eq!(*f.path, layout::blob_data(&child));
         assert_eq!(
             details(f),
             json!({"tags": ["1.1"], "role": "manifest", "manifests": [idx.to_string()], "platforms": ["linux/arm64"], "blob_data": "missing"})
         );
         assert_eq!(
-            f.message,
+            *f.message,
             format!(
                 "manifest {} of app:1.1 (linux/arm64) has no blob data",
                 child.short()

@@ -150,11 +150,11 @@ mod tests {
         assert_eq!(out.counters, vec![("links_checked", 5), ("orphaned", 3)]);
         let f = &out.findings[0];
         assert_eq!(
-            f.path,
+            *f.path,
             layout::layer_link_dir(&f.repository, &f.digest.expect("digest"))
         );
         assert!(
-            matches!(f.fix.as_deref(), Some(FixPlan { action: FixAction::RemoveDir { path }, .. }) if *path == f.path)
+            matches!(f.fix.as_deref(), Some(FixPlan { action: FixAction::RemoveDir { path }, .. }) if **path == *f.path)
         );
     }
 

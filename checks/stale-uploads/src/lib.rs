@@ -401,10 +401,10 @@ mod tests {
             .iter()
             .find(|f| &*f.repository == "team/app")
             .expect("finding");
-        assert_eq!(f.path, upload_dir("team/app", OLD));
+        assert_eq!(*f.path, upload_dir("team/app", OLD));
         assert_eq!(f.digest, None);
         assert_eq!(
-            f.message,
+            &*f.message,
             "upload started 10days ago and never completed (max-age 7days)"
         );
         assert_eq!(f.details["started_at"], old);
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(ids(&out), [("a".to_string(), TWO_HOURS.to_string())]);
         assert_eq!(out.findings[0].details["max_age_seconds"], 3600);
         assert_eq!(
-            out.findings[0].message,
+            &*out.findings[0].message,
             "upload started 2h ago and never completed (max-age 1h)"
         );
     }
@@ -502,7 +502,7 @@ mod tests {
         };
         assert_eq!(problem(MISSING_OLD), "startedat is missing");
         assert!(
-            out.findings.iter().all(|f| f.message
+            out.findings.iter().all(|f| &*f.message
                 == "upload without a usable startedat, unchanged for 30days (max-age 7days)"),
             "{:?}",
             out.findings
@@ -761,7 +761,7 @@ mod tests {
         let actions: Vec<(&str, Action)> = report
             .outcomes
             .iter()
-            .map(|o| (o.finding.path.as_str(), o.action))
+            .map(|o| (&*o.finding.path, o.action))
             .collect();
         assert_eq!(actions.len(), 2, "{actions:?}");
         assert!(
@@ -775,7 +775,7 @@ mod tests {
             .outcomes
             .iter()
             .filter(|o| o.action == Action::Removed)
-            .map(|o| o.finding.path.as_str())
+            .map(|o| &*o.finding.path)
             .collect();
         removed.sort_unstable();
         let gone = [

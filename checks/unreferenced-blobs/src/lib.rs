@@ -341,10 +341,10 @@ mod tests {
             .iter()
             .find(|f| f.digest == Some(stray))
             .expect("finding");
-        assert_eq!(f.path, layout::blob_dir(&stray));
+        assert_eq!(*f.path, layout::blob_dir(&stray));
         assert_eq!(&*f.repository, "");
         assert_eq!(
-            f.message,
+            &*f.message,
             "blob referenced by no manifest, index or link (30 bytes)"
         );
         assert_eq!(f.details["size"], 30);

@@ -418,7 +418,7 @@ mod tests {
         let got: Vec<(String, String)> = out
             .findings
             .iter()
-            .map(|f| (f.repository.to_string(), f.path.clone()))
+            .map(|f| (f.repository.to_string(), f.path.to_string()))
             .collect();
         assert_eq!(got, expected);
         assert_eq!(

@@ -8,6 +8,7 @@ use std::thread::LocalKey;
 
 use serde::Serialize;
 use serde_json::Value;
+use thin_vec::ThinVec;
 
 use crate::Digest;
 
@@ -16,7 +17,7 @@ use crate::Digest;
 ///
 /// A finding is one pointer. Findings move through vectors (merged across repositories,
 /// sorted, turned into outcomes) and a registry may give 100,000s of them: moving 8 bytes
-/// each, rather than the 230 bytes of the fields, spares a second copy of them all while
+/// each, rather than the 152 bytes of the fields, spares a second copy of them all while
 /// they move, and the unused half of a vector that grew by doubling.
 #[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
@@ -33,13 +34,14 @@ pub struct FindingFields {
     pub digest: Option<Digest>,
     /// Registry-relative path the finding is about (what a fix would remove, or what is
     /// missing).
-    pub path: String,
-    pub message: String,
+    pub path: Box<str>,
+    pub message: Box<str>,
     /// Check-specific fields, stable in the JSON output.
     pub details: Details,
-    /// The paths that prove the finding, for `--explain`.
+    /// The paths that prove the finding, for `--explain` (one pointer, and no allocation
+    /// while empty, as they are without `--explain`).
     #[serde(skip)]
-    pub evidence: Vec<Evidence>,
+    pub evidence: ThinVec<Evidence>,
     /// What `fix` would do, if the check can repair this finding (boxed: most findings have
     /// none).
     #[serde(skip)]
@@ -76,7 +78,7 @@ pub struct Evidence {
 /// (a map costs a B-tree node of eleven slots per finding, and a run may hold 100,000s of
 /// findings); serialized as a JSON object with sorted keys.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Details(Vec<(&'static str, DetailValue)>);
+pub struct Details(Box<[(&'static str, DetailValue)]>);
 
 /// The value of one detail: JSON, but for the two kinds of value findings repeat most,
 /// which are held without an allocation of their own: a fixed word of the check
@@ -182,10 +184,12 @@ impl Details {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
             None => {
-                // A finding has a handful of details: grown one at a time, the vector holds
-                // no unused slots (pushing alone would reserve four at the first).
-                self.0.reserve_exact(1);
-                self.0.push((key, value));
+                // A finding has a handful of details: grown one at a time, as a boxed slice
+                // they hold no unused slots (a vector would reserve four at the first push).
+                let mut fields = std::mem::take(&mut self.0).into_vec();
+                fields.reserve_exact(1);
+                fields.push((key, value));
+                self.0 = fields.into_boxed_slice();
             }
         }
     }
@@ -200,7 +204,10 @@ impl Details {
 
     pub fn remove(&mut self, key: &str) -> Option<DetailValue> {
         let i = self.0.iter().position(|(k, _)| *k == key)?;
-        Some(self.0.remove(i).1)
+        let mut fields = std::mem::take(&mut self.0).into_vec();
+        let (_, value) = fields.remove(i);
+        self.0 = fields.into_boxed_slice();
+        Some(value)
     }
 
     /// As a JSON object.
@@ -312,21 +319,19 @@ impl Finding {
         check: &'static str,
         registry: &str,
         repository: &str,
-        mut path: String,
-        mut message: String,
+        path: String,
+        message: String,
     ) -> Self {
-        // Kept as long as the run: without the room `format!` left for growth.
-        path.shrink_to_fit();
-        message.shrink_to_fit();
         Self(Box::new(FindingFields {
             check,
             registry: shared(&REGISTRY, registry),
             repository: shared(&REPOSITORY, repository),
             digest: None,
-            path,
-            message,
+            // Kept as long as the run: boxed, without the room `format!` left for growth.
+            path: path.into_boxed_str(),
+            message: message.into_boxed_str(),
             details: Details::default(),
-            evidence: Vec::new(),
+            evidence: ThinVec::new(),
             fix: None,
             keep_evidence: true,
         }))
@@ -336,7 +341,7 @@ impl Finding {
     /// hold 100,000s of findings.
     pub fn without_evidence(mut self) -> Self {
         self.keep_evidence = false;
-        self.evidence = Vec::new();
+        self.evidence = ThinVec::new();
         self
     }
 
@@ -411,6 +416,14 @@ mod tests {
         assert_eq!(f.details["zeta"].as_u64(), Some(2));
         assert_eq!(f.details["missing"], Value::Null);
         assert_eq!(f.details.to_map()["digest"], Value::from(d.to_string()));
+    }
+
+    #[test]
+    fn the_fields_fit_the_allocators_160_byte_class() {
+        // jemalloc's size classes step from 160 to 192 bytes: past 160, each of a registry's
+        // 100,000s of findings takes 32 bytes more (text on the heap: strings, boxed slices).
+        let size = std::mem::size_of::<FindingFields>();
+        assert!(size <= 160, "FindingFields takes {size} bytes");
     }
 
     #[test]
