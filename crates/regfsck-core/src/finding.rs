@@ -74,7 +74,7 @@ pub struct Evidence {
     pub note: Cow<'static, str>,
 }
 
-/// A finding's check-specific fields: a handful, under fixed names. Kept as a short vector
+/// A finding's check-specific fields: a handful, under fixed names. Kept as a boxed slice
 /// (a map costs a B-tree node of eleven slots per finding, and a run may hold 100,000s of
 /// findings); serialized as a JSON object with sorted keys.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -420,8 +420,8 @@ mod tests {
 
     #[test]
     fn the_fields_fit_the_allocators_160_byte_class() {
-        // jemalloc's size classes step from 160 to 192 bytes: past 160, each of a registry's
-        // 100,000s of findings takes 32 bytes more (text on the heap: strings, boxed slices).
+        // jemalloc's size classes step from 160 to 192 bytes: past 160, each finding's fields
+        // take a 192-byte block, 32 bytes more for each of a registry's 100,000s of findings.
         let size = std::mem::size_of::<FindingFields>();
         assert!(size <= 160, "FindingFields takes {size} bytes");
     }
@@ -434,11 +434,12 @@ mod tests {
         assert!(Arc::ptr_eq(&a.registry, &c.registry));
         assert_eq!((&*c.registry, &*c.repository), ("reg", "team/db"));
         assert!(!Arc::ptr_eq(&a.repository, &c.repository));
-        // Another name on another thread is its own.
+        // Another thread makes its own copy.
         let other = std::thread::spawn(move || f("team/app"))
             .join()
             .expect("thread");
         assert_eq!(&*other.repository, "team/app");
+        assert!(!Arc::ptr_eq(&other.repository, &a.repository));
     }
 
     #[test]
