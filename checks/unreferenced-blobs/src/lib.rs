@@ -144,25 +144,21 @@ struct Walk<'c, 'a> {
 }
 
 impl Walk<'_, '_> {
-    /// The index of `d` in `cx.inventory.blobs`.
-    fn blob(&self, d: &Digest) -> Option<usize> {
-        self.cx
-            .inventory
-            .blobs
-            .binary_search_by(|b| b.digest.cmp(d))
-            .ok()
+    fn mark(&mut self, d: &Digest, how: Mark) {
+        if let Some(i) = self.cx.inventory.blob_index(d) {
+            self.raise(i, how);
+        }
     }
 
-    fn mark(&mut self, d: &Digest, how: Mark) {
-        if let Some(i) = self.blob(d) {
-            self.marks[i] = self.marks[i].max(how);
-        }
+    /// Blob `i`'s mark becomes at least `how`.
+    fn raise(&mut self, i: usize, how: Mark) {
+        self.marks[i] = self.marks[i].max(how);
     }
 
     /// The blob index of `d` if it is in the blob store and not yet taken for expansion;
     /// from then on it is taken.
     fn take(&mut self, d: &Digest) -> Option<usize> {
-        let i = self.blob(d)?;
+        let i = self.cx.inventory.blob_index(d)?;
         (!std::mem::replace(&mut self.expanded[i], true)).then_some(i)
     }
 
@@ -172,7 +168,7 @@ impl Walk<'_, '_> {
         let mut frontier: Vec<usize> = roots.filter_map(|d| self.take(&d)).collect();
         while !frontier.is_empty() {
             for &i in &frontier {
-                self.marks[i] = self.marks[i].max(how);
+                self.raise(i, how);
             }
             let mut next = Vec::new();
             // A level may be every revision of the registry: parse a batch at a time, so that

@@ -25,10 +25,13 @@ pub struct Inventory {
 impl Inventory {
     /// The blob directory for `d`, if one exists.
     pub fn blob(&self, d: &Digest) -> Option<&BlobEntry> {
-        self.blobs
-            .binary_search_by(|b| b.digest.cmp(d))
-            .ok()
-            .map(|i| &self.blobs[i])
+        self.blob_index(d).map(|i| &self.blobs[i])
+    }
+
+    /// Where the blob directory for `d` is in `blobs`, if one exists (for a check that keeps
+    /// a flag per blob).
+    pub fn blob_index(&self, d: &Digest) -> Option<usize> {
+        self.blobs.binary_search_by(|b| b.digest.cmp(d)).ok()
     }
 
     /// Whether `blobs/sha256/<xx>/<d>/data` exists as a regular file.

@@ -18,8 +18,9 @@ mod builtin {
 
 /// jemalloc rather than glibc's malloc, for every binary built on this crate: with a
 /// scan's 32 I/O threads glibc keeps an arena per thread, and a run at 1M links peaked at
-/// 171 MiB; jemalloc, handing dirty pages back after 250 ms (`.cargo/config.toml`), at
-/// about 140 MiB, as fast (bench/RESULTS.md). `_RJEM_MALLOC_CONF` tunes it at run time.
+/// 171 MiB; jemalloc, handing dirty pages back after 250 ms and with small thread caches
+/// (`.cargo/config.toml`), at about 140 MiB, as fast (bench/RESULTS.md).
+/// `_RJEM_MALLOC_CONF` tunes it at run time.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
